@@ -1,0 +1,101 @@
+"""Plain data shared by the pure imaging code: the payload tree going in, extents coming out.
+
+Nothing here touches a device or reads a file.  A filesystem builder turns a
+``Tree`` into a ``VolumeLayout``: the bytes its metadata needs and where each
+payload file's data goes, all relative to the start of the volume.  Whatever a
+layout does not cover is free space, which the image pass fills with the keyed
+pattern.  ``plan.py`` places the partition table and the volume on the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+#: The one timestamp written into every filesystem fdffd creates (docs/imaging.md,
+#: "Timestamp policy"): the FAT epoch, 1980-01-01 00:00:00, no time zone.  Using a
+#: constant means no drive carries the station's clock or a batch's date.
+FIXED_TIMESTAMP = datetime(1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A payload file: ``path`` is relative, '/'-separated, NFC; ``source`` is where to read it."""
+
+    path: str
+    size: int
+    source: Path
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A payload tree. ``dirs`` lists every directory (empty ones included; parents of
+    files may be listed or implied).  Paths never start with '/' and never contain
+    '.' or '..' components."""
+
+    files: tuple[FileEntry, ...] = ()
+    dirs: tuple[str, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+# --- extent sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bytes:
+    """Literal bytes (filesystem metadata, partition tables)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Zeros:
+    """A run of zero bytes (e.g. an empty FAT region), kept symbolic to save memory."""
+
+
+@dataclass(frozen=True)
+class FileData:
+    """Bytes of a payload file, starting ``file_offset`` bytes into it.  The tail of the
+    last cluster past the end of the file is not part of this extent."""
+
+    entry: FileEntry
+    file_offset: int = 0
+
+
+@dataclass(frozen=True)
+class Fill:
+    """Keyed, position-dependent fill (free space)."""
+
+
+Source = Bytes | Zeros | FileData | Fill
+
+
+@dataclass(frozen=True)
+class Extent:
+    """``length`` bytes at ``offset`` come from ``source``.  For ``Bytes``,
+    ``len(source.data) == length``."""
+
+    offset: int
+    length: int
+    source: Source
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass
+class VolumeLayout:
+    """What a filesystem builder returns.  Offsets are relative to the volume start,
+    sorted and non-overlapping; gaps between extents are free space (keyed fill)."""
+
+    fs_type: str  # "fat32" | "exfat"
+    volume_bytes: int
+    volume_id: int
+    label: str
+    cluster_bytes: int
+    extents: list[Extent] = field(default_factory=list)
