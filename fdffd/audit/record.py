@@ -1,0 +1,197 @@
+"""The job record, schema 1 (DESIGN.md, "Contracts": "Job record").
+
+One record per job, whatever happened.  The pipeline fills a :class:`JobRecord` and hands it
+to :class:`fdffd.audit.log.AuditLog`, which fills ``prev`` and ``sig``.  Field order here is
+the order of the serialised JSON, and so part of the contract: do not reorder fields.
+
+Strings read from a drive (vendor, model, port, label, volume id) are untrusted: control
+characters and unpaired surrogates are removed before they reach the log or a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Verdict = Literal["ok", "rescued", "counterfeit", "defective", "failed", "refused", "interrupted"]
+VERDICTS: tuple[Verdict, ...] = (
+    "ok",
+    "rescued",
+    "counterfeit",
+    "defective",
+    "failed",
+    "refused",
+    "interrupted",
+)
+
+CapacityKind = Literal["wraparound", "dropped-zeros", "dropped-ff", "io-error", "cache", "unknown"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_HEX64 = r"^[0-9a-f]{64}$"
+
+
+def clean_untrusted(value: object) -> object:
+    """Strip control characters and unpaired surrogates from an untrusted string."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    return value
+
+
+def utc_now_iso() -> str:
+    """The current UTC time as ISO-8601 with millisecond precision and a ``Z`` suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_utc_timestamp(value: str) -> str:
+    if not value.endswith("Z"):
+        raise ValueError("timestamp must be ISO-8601 UTC ending in 'Z'")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.utcoffset() is None or parsed.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("timestamp must be in UTC")
+    return value
+
+
+UntrustedStr = Annotated[str, BeforeValidator(clean_untrusted)]
+UtcTimestamp = Annotated[str, AfterValidator(_check_utc_timestamp)]
+Hex64 = Annotated[str, Field(pattern=_HEX64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+class DeviceInfo(_Model):
+    """What identify found out about the drive.  No raw serial: only its HMAC."""
+
+    path: str
+    port: UntrustedStr | None = None
+    bus: UntrustedStr | None = None
+    vendor: UntrustedStr | None = None
+    model: UntrustedStr | None = None
+    serial_hmac: Hex64 | None = None
+    announced_bytes: NonNegativeInt = 0
+    logical_sector: NonNegativeInt = 512
+
+
+class Capacity(_Model):
+    """What the probe (and the verify pass) proved about the real capacity."""
+
+    announced_bytes: NonNegativeInt = 0
+    usable_bytes: NonNegativeInt = 0
+    counterfeit: bool = False
+    kind: CapacityKind | None = None
+    probe_seconds: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _usable_within_announced(self) -> Capacity:
+        if self.usable_bytes > self.announced_bytes:
+            raise ValueError(
+                f"usable_bytes {self.usable_bytes} exceeds announced_bytes {self.announced_bytes}"
+            )
+        return self
+
+
+BadRange = tuple[NonNegativeInt, NonNegativeInt]
+
+
+class Wipe(_Model):
+    """The write passes and the verify pass.  ``bad_ranges`` are ``[offset, length]`` pairs."""
+
+    pattern: str = ""
+    passes: NonNegativeInt = 0
+    bytes_written: NonNegativeInt = 0
+    verified_bytes: NonNegativeInt = 0
+    mismatched_bytes: NonNegativeInt = 0
+    bad_ranges: list[BadRange] = Field(default_factory=list)
+
+
+class FilesystemInfo(_Model):
+    """The filesystem the image pass wrote."""
+
+    type: Literal["fat32", "exfat"]
+    label: UntrustedStr = ""
+    volume_id: UntrustedStr = ""
+    partition_offset: NonNegativeInt = 0
+    partition_bytes: NonNegativeInt = 0
+
+
+class PayloadInfo(_Model):
+    """The payload profile written, and whether it read back intact."""
+
+    profile: str
+    manifest_sha256: Hex64
+    files: NonNegativeInt = 0
+    bytes: NonNegativeInt = 0
+    verified: bool = False
+
+
+class Stage(_Model):
+    """Time and bytes of one pipeline stage."""
+
+    name: str
+    seconds: NonNegativeFloat = 0.0
+    bytes: NonNegativeInt = 0
+
+
+class ErrorInfo(_Model):
+    """Why a job did not end ``ok``: the error's stable code, its message, the stage."""
+
+    code: str
+    message: UntrustedStr
+    stage: str | None = None
+
+
+class JobRecord(_Model):
+    """One job, schema 1.  ``prev`` and ``sig`` are set by the audit log, never by the caller."""
+
+    schema_: Literal[1] = Field(default=SCHEMA_VERSION, alias="schema")
+    job_id: str
+    station: str
+    version: str
+    started_at: UtcTimestamp
+    finished_at: UtcTimestamp
+    verdict: Verdict
+    device: DeviceInfo
+    capacity: Capacity = Field(default_factory=Capacity)
+    wipe: Wipe = Field(default_factory=Wipe)
+    filesystem: FilesystemInfo | None = None
+    payload: PayloadInfo | None = None
+    stages: list[Stage] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    prev: Hex64 | None = None
+    sig: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")] | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        validate_assignment=True,
+        populate_by_name=True,  # JobRecord(schema_=1) as well as {"schema": 1}
+        serialize_by_alias=True,  # model_dump_json() says "schema", never "schema_"
+    )
+
+    def to_json_dict(self) -> dict[str, object]:
+        """The record as plain JSON values, keys in schema order (``schema`` first)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+#: the keys of a serialised record, in order
+RECORD_KEYS: tuple[str, ...] = tuple(
+    (info.alias or name) for name, info in JobRecord.model_fields.items()
+)
