@@ -1,0 +1,220 @@
+"""Gather the facts the safety gate decides on: sysfs, mountinfo, swaps, holders, udev.
+
+This module only observes; ``fdffd.job.gate`` decides.  Strings read from the drive
+(vendor, model, serial) are untrusted and are cleaned before anything else sees them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .blockdev import read_only_flag
+
+SYS_BLOCK = Path("/sys/class/block")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UDEV_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+def clean_untrusted(untrusted: str | None, limit: int = 64) -> str:
+    """Make a drive-supplied string safe for logs, terminals and records: decode udev's
+    ``\\xNN`` escapes, drop control characters, collapse blanks, cap the length."""
+    if not untrusted:
+        return ""
+    s = _UDEV_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), untrusted)
+    s = _CONTROL.sub("", s)
+    s = " ".join(s.split())
+    return s[:limit]
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """Everything the gate needs, as plain data."""
+
+    path: str
+    name: str
+    exists: bool = True
+    is_block: bool = True
+    whole_disk: bool = True
+    devnum: tuple[int, int] = (0, 0)
+    bus: str = ""
+    port: str = ""
+    size_bytes: int = 0
+    read_only: bool = False
+    partitions: tuple[str, ...] = ()
+    mounted: tuple[str, ...] = ()  # mount points on the disk or its partitions
+    swap: tuple[str, ...] = ()  # swap areas on the disk or its partitions
+    holders: tuple[str, ...] = ()  # dm/md/LVM etc. holding the disk or its partitions
+    hosts: tuple[str, ...] = ()  # "root", "state_dir", "payload_dir" living on this disk
+    diskseq: int | None = None
+    vendor: str = ""
+    model: str = ""
+    serial: str = ""
+    udev: dict[str, str] = field(default_factory=dict)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _udev_properties(path: str) -> dict[str, str]:
+    """Properties from the udev database when udev knows the device, else {}."""
+    try:
+        import pyudev
+
+        ctx = pyudev.Context()
+        dev = pyudev.Devices.from_device_file(ctx, path)
+        return {str(k): str(v) for k, v in dev.properties.items()}
+    except Exception:  # noqa: BLE001 - no udev database is a normal case (sysfs fallback)
+        return {}
+
+
+def _devnum_of_path(p: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    return (os.major(st.st_dev), os.minor(st.st_dev))
+
+
+def _disk_of_devnum(devnum: tuple[int, int]) -> str | None:
+    """The whole-disk name holding block device ``major:minor`` (a partition's parent)."""
+    if devnum[0] == 0:
+        return None  # tmpfs, overlay and friends live on no disk
+    link = Path(f"/sys/dev/block/{devnum[0]}:{devnum[1]}")
+    try:
+        real = link.resolve(strict=True)
+    except OSError:
+        return None
+    if (real / "partition").exists():
+        return real.parent.name
+    return real.name
+
+
+def _mountinfo_devnums() -> dict[tuple[int, int], list[str]]:
+    out: dict[tuple[int, int], list[str]] = {}
+    for line in _read(Path("/proc/self/mountinfo")).splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        major, minor = parts[2].split(":")
+        out.setdefault((int(major), int(minor)), []).append(parts[4])
+    return out
+
+
+def _swap_devices() -> list[str]:
+    lines = _read(Path("/proc/swaps")).splitlines()[1:]
+    return [ln.split()[0] for ln in lines if ln.split()]
+
+
+def _bus_from_sysfs(sysdir: Path, name: str) -> str:
+    if name.startswith("loop"):
+        return "loop"
+    try:
+        real = str(sysdir.resolve())
+    except OSError:
+        return ""
+    for marker, bus in (("/usb", "usb"), ("/mmc", "mmc"), ("/nvme", "nvme"), ("/ata", "ata"),
+                        ("/virtio", "virtio"), ("/scsi", "scsi")):
+        if marker in real:
+            return bus
+    return ""
+
+
+def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
+    """Observe ``path`` and the system around it."""
+    name = os.path.basename(os.path.realpath(path))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return DeviceFacts(path=path, name=name, exists=False, is_block=False)
+    if not stat.S_ISBLK(st.st_mode):
+        return DeviceFacts(path=path, name=name, is_block=False)
+    devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    sysdir = SYS_BLOCK / name
+    whole = not (sysdir / "partition").exists()
+    partitions = tuple(sorted(p.name for p in sysdir.iterdir() if (p / "partition").exists())) if whole else ()
+    members = [name, *partitions]
+    member_devnums: dict[tuple[int, int], str] = {}
+    for m in members:
+        dev = _read(SYS_BLOCK / m / "dev")
+        if ":" in dev:
+            a, b = dev.split(":")
+            member_devnums[(int(a), int(b))] = m
+
+    mounts = _mountinfo_devnums()
+    mounted = tuple(mp for dn, mps in mounts.items() if dn in member_devnums for mp in mps)
+
+    swap = []
+    for dev in _swap_devices():
+        dn = _devnum_of_path(Path(dev)) if dev.startswith("/dev/") else None
+        real = Path(dev).resolve().name if dev.startswith("/dev/") else ""
+        try:
+            st_swap = os.stat(dev)
+            if stat.S_ISBLK(st_swap.st_mode):
+                dn = (os.major(st_swap.st_rdev), os.minor(st_swap.st_rdev))
+        except OSError:
+            pass
+        if (dn and dn in member_devnums) or real in members:
+            swap.append(dev)
+
+    holders = []
+    for m in members:
+        hdir = SYS_BLOCK / m / "holders"
+        if hdir.is_dir():
+            holders.extend(h.name for h in hdir.iterdir())
+
+    hosts = []
+    for label, p in (("root", Path("/")), ("state_dir", state_dir), ("payload_dir", payload_dir)):
+        probe = p
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        dn = _devnum_of_path(probe)
+        disk = _disk_of_devnum(dn) if dn else None
+        if disk == name:
+            hosts.append(label)
+
+    size = int(_read(sysdir / "size") or 0) * 512
+    ro = _read(sysdir / "ro") == "1"
+    if not ro:
+        try:
+            ro = read_only_flag(path)
+        except OSError:
+            pass
+
+    props = _udev_properties(path)
+    bus = props.get("ID_BUS", "") or _bus_from_sysfs(sysdir, name)
+    if name.startswith("loop"):
+        bus = "loop"
+    diskseq_s = props.get("DISKSEQ") or _read(sysdir / "diskseq")
+    vendor = props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR") or _read(sysdir / "device" / "vendor")
+    model = props.get("ID_MODEL_ENC") or props.get("ID_MODEL") or _read(sysdir / "device" / "model")
+    serial = props.get("ID_SERIAL_SHORT") or _read(sysdir / "device" / "serial")
+    if name.startswith("loop") and not vendor:
+        vendor, model = "Linux", "loop"
+    return DeviceFacts(
+        path=path,
+        name=name,
+        whole_disk=whole,
+        devnum=devnum,
+        bus=bus,
+        port=clean_untrusted(props.get("ID_PATH", ""), 128),
+        size_bytes=size,
+        read_only=ro,
+        partitions=partitions,
+        mounted=mounted,
+        swap=tuple(swap),
+        holders=tuple(sorted(set(holders))),
+        hosts=tuple(hosts),
+        diskseq=int(diskseq_s) if diskseq_s.isdigit() else None,
+        vendor=clean_untrusted(vendor),
+        model=clean_untrusted(model),
+        serial=clean_untrusted(serial, 128),
+        udev=props,
+    )
