@@ -87,3 +87,12 @@ def test_probe_finds_the_real_size_of_any_fake(
 def test_honest_drives_of_any_size(announced_mib: int) -> None:
     """Honest drives from 64 MiB to 1 TiB are never called counterfeit."""
     _check(MemDisk(announced=announced_mib * MiB, real=announced_mib * MiB))
+
+
+def test_bad_block_at_the_end_of_the_flush_region_is_a_suspect() -> None:
+    """An unreadable block in the probe's own flush region does not shrink the drive."""
+    flush = 8 * MiB
+    disk = MemDisk(announced=256 * MiB, real=256 * MiB, bad_pages={flush // 4096 - 1, 3})
+    res = probe_capacity(disk, KEY, flush_bytes=flush)
+    assert not res.counterfeit
+    assert flush - 4096 in res.suspect_blocks and 3 * 4096 in res.suspect_blocks

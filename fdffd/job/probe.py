@@ -190,7 +190,11 @@ def probe_capacity(
     while positions:
         readings = pr.run_round(rnd, positions)
         if rnd == 0:
-            first_bad_flush = _check_flush_region(pr)
+            first_bad_flush = _check_flush_region(pr, suspects)
+            if first_bad_flush is not None and any(r.good for r in readings):
+                # blocks above read good: the failing end of the flush region is bad flash
+                suspects.extend(range(first_bad_flush, pr.flush, block))
+                first_bad_flush = None
             if first_bad_flush is not None:
                 # Less real flash than the flush region: nothing above it can be trusted.
                 good_hi, bad_lo, kind = first_bad_flush - block, first_bad_flush, "unknown"
@@ -236,23 +240,35 @@ def _boundary_evidence(readings: list[_Reading], suspects: list[int]) -> _Readin
     return None
 
 
-def _check_flush_region(pr: _Prober) -> int | None:
-    """First block of the flush region that did not keep its data, or None."""
+def _check_flush_region(pr: _Prober, suspects: list[int]) -> int | None:
+    """Start of a failing tail of the flush region (less real flash than the flush), or None.
+
+    Failing blocks with good blocks after them are isolated: suspects, not a boundary."""
     pattern = Pattern(pr.job_key, "probe-flush-0")
     step = len(pr.view) - SLACK - 4096
+    failing: list[int] = []
     off = 0
     while off < pr.flush:
         n = min(step, pr.flush - off)
         try:
             pr.disk.pread(pr.view[:n], off)
-            got = bytes(pr.view[:n])
         except DeviceIOError:
-            got = b""
+            for b in range(0, n, pr.block):  # block by block: unreadable blocks stay wrong
+                try:
+                    pr.disk.pread(pr.view[b : b + pr.block], off + b)
+                except DeviceIOError:
+                    pr.view[b : b + pr.block] = bytes(pr.block)
+        got = bytes(pr.view[:n])
         pr.read += n
         want = pattern.bytes_at(off, n)
         if got != want:
-            for b in range(0, n, pr.block):
-                if got[b : b + pr.block] != want[b : b + pr.block]:
-                    return off + b
+            failing.extend(off + b for b in range(0, n, pr.block)
+                           if got[b : b + pr.block] != want[b : b + pr.block])
         off += n
-    return None
+    tail = pr.flush
+    for b in reversed(failing):
+        if b + pr.block != tail:
+            break
+        tail = b
+    suspects.extend(b for b in failing if b < tail)
+    return tail if tail < pr.flush else None
