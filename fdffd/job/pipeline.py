@@ -1,0 +1,252 @@
+"""One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record.
+
+Whatever happens, ``run_job`` returns exactly one job record; the caller hands it to
+the audit log.  Every failure becomes a verdict and an ``error`` in the record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..audit.record import utc_now_iso
+from ..config import Config
+from ..devices.blockdev import BlockDevice
+from ..devices.facts import DeviceFacts, gather
+from ..errors import CounterfeitError, DefectiveError, FdffdError, JobFailedError, RefusedError
+from ..log import get_logger
+from ..pattern import PATTERN_NAME, Pattern, new_job_key
+from ..sizes import format_size
+from .gate import evaluate
+from .probe import ProbeResult, probe_capacity
+from .surface import FillPlan, PassResult, merge_ranges, verify_pass, write_pass
+
+#: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
+TAIL_MIN = 1 << 20
+
+StatusCallback = Callable[[str, int, int], None]  # stage, bytes done, bytes total
+
+
+@dataclass
+class JobOutcome:
+    record: dict[str, Any]
+    exit_code: int
+
+
+@dataclass
+class _Job:
+    config: Config
+    device: str
+    serial_hmac: Callable[[str], str] | None
+    status: StatusCallback | None
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def stage(self, name: str, seconds: float, nbytes: int) -> None:
+        self.stages.append({"name": name, "seconds": round(seconds, 3), "bytes": nbytes})
+
+
+def _base_record(job: _Job, started: str) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "job_id": job.job_id,
+        "station": job.config.station.id,
+        "version": __version__,
+        "started_at": started,
+        "finished_at": started,
+        "verdict": "failed",
+        "device": {"path": job.device, "port": "", "bus": "", "vendor": "", "model": "",
+                   "serial_hmac": None, "announced_bytes": 0, "logical_sector": 512},
+        "capacity": {"announced_bytes": 0, "usable_bytes": 0, "counterfeit": False, "kind": None,
+                     "probe_seconds": 0.0},
+        "wipe": {"pattern": PATTERN_NAME, "passes": job.config.job.passes, "bytes_written": 0,
+                 "verified_bytes": 0, "mismatched_bytes": 0, "bad_ranges": []},
+        "filesystem": None,
+        "payload": None,
+        "stages": job.stages,
+        "error": None,
+    }
+
+
+def _identify(rec: dict[str, Any], facts: DeviceFacts, dev: BlockDevice,
+              serial_hmac: Callable[[str], str] | None) -> None:
+    rec["device"].update(
+        port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
+        serial_hmac=serial_hmac(facts.serial) if (serial_hmac and facts.serial) else None,
+        announced_bytes=dev.size, logical_sector=dev.geometry.logical_sector,
+    )
+    rec["capacity"]["announced_bytes"] = dev.size
+    rec["capacity"]["usable_bytes"] = dev.size
+
+
+def lost_tail(bad: list[tuple[int, int]], end: int) -> int | None:
+    """Start of a mismatching tail that runs to ``end`` (capacity the drive does not have)."""
+    if not bad:
+        return None
+    start, n = bad[-1]
+    if start + n >= end and n >= min(TAIL_MIN, end // 100):
+        return start
+    return None
+
+
+def run_job(
+    config: Config,
+    device: str,
+    *,
+    serial_hmac: Callable[[str], str] | None = None,
+    status: StatusCallback | None = None,
+) -> JobOutcome:
+    """Run one whole job on ``device``; never raises for anything the drive does."""
+    job = _Job(config, device, serial_hmac, status)
+    rec = _base_record(job, utc_now_iso())
+    log = get_logger(job_id=job.job_id, device=device)
+    log.info("job.started", station=config.station.id)
+    exit_code = 0
+    try:
+        rec["verdict"] = _run(job, rec, log)
+    except FdffdError as err:
+        rec["verdict"] = err.verdict
+        rec["error"] = {"code": err.code, "message": err.message, "stage": err.fields.get("stage")}
+        exit_code = err.exit_code
+        event = "gate.refused" if isinstance(err, RefusedError) else f"job.{err.verdict}"
+        log.warning(event, error=err.message)
+    except Exception as err:  # noqa: BLE001 - a job's failure stays inside its drive
+        rec["verdict"] = "failed"
+        rec["error"] = {"code": "internal", "message": f"{type(err).__name__}: {err}", "stage": None}
+        exit_code = JobFailedError.exit_code
+        log.exception("job.crashed")
+    rec["finished_at"] = utc_now_iso()
+    log.info("job.finished", verdict=rec["verdict"], exit_code=exit_code)
+    return JobOutcome(rec, exit_code)
+
+
+def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
+    cfg = job.config
+    t0 = time.monotonic()
+    facts = gather(job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
+    refusal = evaluate(facts, cfg.drives)
+    rec["device"].update(port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
+                         announced_bytes=facts.size_bytes)
+    if refusal:
+        raise RefusedError(refusal.detail, device=job.device, rule=refusal.rule, stage="admit")
+    with BlockDevice(job.device, stage="admit") as dev:
+        job.stage("admit", time.monotonic() - t0, 0)
+        _identify(rec, facts, dev, job.serial_hmac)
+        log.info("job.identified", vendor=facts.vendor, model=facts.model, port=facts.port,
+                 announced=dev.size, diskseq=facts.diskseq)
+        return _process(job, rec, dev, log)
+
+
+def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
+    if job.status is None:
+        return None
+    cb = job.status
+    return lambda done: cb(stage, done, total)
+
+
+def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, log: Any) -> str:
+    cfg = job.config
+    key = new_job_key()
+    sector = dev.geometry.logical_sector
+    chunk = max(sector, cfg.job.chunk - cfg.job.chunk % sector)
+
+    # probe -----------------------------------------------------------------------------
+    dev.stage = "probe"
+    probe: ProbeResult = probe_capacity(dev, key, flush_bytes=cfg.job.probe_cache_flush)
+    job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
+    usable = probe.usable_bytes - probe.usable_bytes % sector
+    _set_capacity(rec, usable, probe.kind, probe.seconds)
+    if probe.counterfeit:
+        log.warning("probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind)
+    else:
+        log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
+
+    # wipe passes, then the image pass (until imaging lands: keyed fill), then verify ----
+    written, bad, plan = _surface(job, rec, dev, key, usable, chunk, log, first=0)
+    real = capacity_from_verify(bad, plan.aliases, usable)
+    if real is not None:
+        # The verify pass found capacity the probe missed (an alias onto an unprobed
+        # spot, a cache larger than the probe's flush).  Every byte of real flash has
+        # been overwritten already; write and verify the last pass again inside it.
+        kind = "wraparound" if plan.aliases else (probe.kind or "unknown")
+        log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
+        usable = real - real % sector
+        _set_capacity(rec, usable, kind, probe.seconds)
+        more, bad, plan = _surface(job, rec, dev, key, usable, chunk, log, first=cfg.job.passes - 1)
+        written += more
+    rec["wipe"]["bytes_written"] = written
+    rec["wipe"]["bad_ranges"] = [[s, n] for s, n in bad]
+
+    # finish ------------------------------------------------------------------------------
+    dev.stage = "finish"
+    t = time.monotonic()
+    dev.flush()
+    job.stage("finish", time.monotonic() - t, 0)
+    return _verdict(job, rec, bad, dev.path)
+
+
+def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usable: int,
+             chunk: int, log: Any, *, first: int) -> tuple[int, list[tuple[int, int]], FillPlan]:
+    """Passes ``first`` .. ``passes-1`` over ``[0, usable)``, then the verify pass."""
+    cfg = job.config
+    sector = dev.geometry.logical_sector
+    passes = cfg.job.passes
+    written = 0
+    bad: list[tuple[int, int]] = []
+    for i in range(first, passes):
+        name = "image" if i == passes - 1 else f"wipe-{i + 1}"
+        dev.stage = name
+        res = write_pass(dev, FillPlan(Pattern(key, name), granule=sector), 0, usable, chunk=chunk,
+                         sector=sector, progress=_report(job, name, usable))
+        written += res.bytes_done
+        bad.extend(res.bad_ranges)
+        job.stage(name, res.seconds, res.bytes_done)
+        log.info("pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes)
+    plan = FillPlan(Pattern(key, "image"), granule=sector)
+    if cfg.job.verify == "full":
+        dev.stage = "verify"
+        vres: PassResult = verify_pass(dev, plan, 0, usable, chunk=chunk, sector=sector,
+                                       progress=_report(job, "verify", usable))
+        job.stage("verify", vres.seconds, vres.bytes_done)
+        rec["wipe"]["verified_bytes"] = vres.bytes_done
+        rec["wipe"]["mismatched_bytes"] = vres.bad_bytes
+        bad.extend(vres.bad_ranges)
+        log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
+    return written, merge_ranges(bad), plan
+
+
+def capacity_from_verify(bad: list[tuple[int, int]], aliases: list[tuple[int, int]],
+                         usable: int) -> int | None:
+    """The real capacity the verify pass proves, when it is below ``usable``."""
+    periods = [written_for - read_at for read_at, written_for in aliases if written_for > read_at]
+    if periods:
+        return min(periods)
+    return lost_tail(bad, usable)
+
+
+def _set_capacity(rec: dict[str, Any], usable: int, kind: str | None, seconds: float) -> None:
+    cap = rec["capacity"]
+    cap["usable_bytes"] = usable
+    cap["counterfeit"] = usable < cap["announced_bytes"]
+    cap["kind"] = kind if cap["counterfeit"] else None
+    if seconds:
+        cap["probe_seconds"] = round(seconds, 3)
+
+
+def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: str) -> str:
+    cap = rec["capacity"]
+    if bad:
+        total = sum(n for _, n in bad)
+        raise DefectiveError(f"{format_size(total)} of bad flash in {len(bad)} range(s) inside the "
+                             f"real capacity", device=path, stage="verify")
+    if cap["counterfeit"]:
+        if job.config.job.counterfeit == "rescue":
+            return "rescued"
+        raise CounterfeitError(f"{cap['kind']}; its real capacity was wiped and verified",
+                               device=path, announced=cap["announced_bytes"],
+                               usable=cap["usable_bytes"], stage="verify")
+    return "ok"
