@@ -1,0 +1,222 @@
+"""``fdffctl``: the operator tool.  Parse, call, print, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .. import __version__
+from ..config import DEFAULT_CONFIG_PATH, Config, load_config
+from ..errors import ExitCode, FdffdError, UsageError
+from ..log import configure
+
+
+class Terminated(FdffdError):
+    """terminated by signal {signum}"""
+
+    exit_code = 128 + 15
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum=signum)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    return load_config(path)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=None) + "\n")
+
+
+# --- process ---------------------------------------------------------------------------
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from ..audit import AuditLog, StationKeys
+    from ..job.pipeline import run_job
+
+    cfg = _config(args)
+    cfg.station.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
+    record = outcome.record
+    code = outcome.exit_code
+    try:
+        record = AuditLog(cfg.audit_log, keys).append(record)
+    except FdffdError as err:
+        print(f"fdffctl: the job ended but its record could not be logged: {err}", file=sys.stderr)
+        code = code or err.exit_code
+    if args.json:
+        _print_json(record)
+    else:
+        _print_summary(record)
+    return code
+
+
+def _print_summary(rec: dict[str, Any]) -> None:
+    from ..sizes import format_size
+
+    cap = rec["capacity"]
+    wipe = rec["wipe"]
+    print(f"{rec['device']['path']}: {rec['verdict'].upper()}")
+    if rec["error"]:
+        print(f"  {rec['error']['message']}")
+    if cap["announced_bytes"]:
+        line = f"  capacity: announced {format_size(cap['announced_bytes'])}, usable {format_size(cap['usable_bytes'])}"
+        if cap["counterfeit"]:
+            line += f" (counterfeit: {cap['kind']})"
+        print(line)
+    if wipe["bytes_written"]:
+        print(f"  wiped {format_size(wipe['bytes_written'])} in {wipe['passes']} pass(es), "
+              f"verified {format_size(wipe['verified_bytes'])}, mismatched {wipe['mismatched_bytes']} bytes")
+    for start, n in wipe["bad_ranges"][:10]:
+        print(f"  bad range: {start}+{n}")
+    print(f"  job {rec['job_id']}")
+
+
+# --- probe -----------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ..devices.blockdev import BlockDevice
+    from ..devices.facts import gather
+    from ..errors import RefusedError
+    from ..job.gate import evaluate
+    from ..job.probe import probe_capacity
+    from ..pattern import new_job_key
+
+    cfg = _config(args)
+    facts = gather(args.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
+    refusal = evaluate(facts, cfg.drives)
+    if refusal:
+        raise RefusedError(refusal.detail, device=args.device, rule=refusal.rule)
+    with BlockDevice(args.device, stage="probe") as dev:
+        res = probe_capacity(dev, new_job_key(), flush_bytes=cfg.job.probe_cache_flush)
+    out = {
+        "device": args.device,
+        "announced_bytes": res.announced_bytes,
+        "usable_bytes": res.usable_bytes,
+        "counterfeit": res.counterfeit,
+        "kind": res.kind,
+        "seconds": round(res.seconds, 3),
+        "rounds": res.rounds,
+        "bytes_written": res.bytes_written,
+        "suspect_blocks": res.suspect_blocks,
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        verdict = f"COUNTERFEIT ({res.kind})" if res.counterfeit else "honest"
+        print(f"{args.device}: {verdict}: announces {res.announced_bytes} bytes, "
+              f"usable {res.usable_bytes} bytes ({res.seconds:.2f} s)")
+        print("  note: the probe overwrote data at the probed positions")
+    return ExitCode.COUNTERFEIT if res.counterfeit else ExitCode.OK
+
+
+# --- audit -----------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from ..audit import load_public_key, verify
+
+    cfg = _config(args)
+    pub = Path(args.pubkey) if args.pubkey else cfg.station.state_dir / "station.pub"
+    log_path = Path(args.log) if args.log else cfg.audit_log
+    if not pub.exists():
+        raise UsageError(f"no public key at {pub}; pass --pubkey FILE")
+    result = verify(log_path, load_public_key(pub))
+    if args.json:
+        _print_json({"ok": result.ok, "summary": result.summary(), "lines": result.lines_checked}
+                    | ({"failure": {"line": result.failure.line, "reason": result.failure.reason}}
+                       if result.failure else {}))
+    else:
+        print(result.summary())
+    return ExitCode.OK if result.ok else ExitCode.FAILED
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from ..audit import iter_records
+    from ..audit.report import build_report, render_text
+
+    cfg = _config(args)
+    log_path = Path(args.log) if args.log else cfg.audit_log
+    report = build_report(iter_records(log_path) if log_path.exists() else [])
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_text(report))
+    return ExitCode.OK
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..sim.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    reporting = argparse.ArgumentParser(add_help=False)
+    reporting.add_argument("--json", action="store_true", help="print JSON")
+
+    p = argparse.ArgumentParser(prog="fdffctl", description="Operate an fdffd drive station.")
+    p.add_argument("--version", action="version", version=f"fdffctl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser("process", parents=[common, reporting], help="run one whole job on DEVICE in the foreground")
+    sp.add_argument("device", metavar="DEVICE")
+    sp.set_defaults(func=cmd_process)
+
+    sp = sub.add_parser("probe", parents=[common, reporting], help="fake-capacity probe (destructive)")
+    sp.add_argument("device", metavar="DEVICE")
+    sp.set_defaults(func=cmd_probe)
+
+    audit = sub.add_parser("audit", help="verify or summarise the audit log")
+    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    sp = asub.add_parser("verify", parents=[common, reporting], help="check every line's chain and signature")
+    sp.add_argument("--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.set_defaults(func=cmd_audit_verify)
+    sp = asub.add_parser("report", parents=[common, reporting], help="drives by verdict, bytes, speeds")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.set_defaults(func=cmd_audit_report)
+
+    sp = sub.add_parser("demo", parents=[common], help="process simulated drives (loop devices, a counterfeit)")
+    sp.add_argument("--keep", action="store_true", help="keep the demo state dir")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return ExitCode.USAGE if exc.code else ExitCode.OK
+    configure(json=None, level="info" if getattr(args, "verbose", False) else "warning")
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        return int(args.func(args))
+    except FdffdError as err:
+        print(f"fdffctl: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("fdffctl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
