@@ -1,0 +1,600 @@
+"""Counterfeit and failing drives, simulated by a FUSE file attached to a loop device.
+
+A server process (``python -m fdffd.sim.fakedrive serve ...``, libfuse3 through mfusepy) mounts
+a directory holding two files:
+
+- ``disk``: the drive as announced. Its bytes live in a sparse "real flash" file of the real size;
+  what happens past the real size depends on the spec's ``kind``. An optional write-back cache,
+  bad ranges and a runtime fault mode sit on top.
+- ``ctl``: write ``ok``, ``fail`` or ``readonly`` to switch the fault mode; read it to see the mode.
+
+The mount uses ``direct_io``, so every read reaches the server: the kernel page cache can never
+serve back written data and hide a fake. ``fake_drive(spec)`` starts the server in its own
+session, attaches ``disk`` to a loop device and tears all of it down again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fdffd.sim.loopdev import LoopDevice, attach, detach
+
+KINDS = ("honest", "wraparound", "drop-zeros", "drop-ff", "ioerror")
+MODES = ("ok", "fail", "readonly")
+CACHE_PAGE = 4096
+MAX_IO = 1 << 20  # largest FUSE read/write the kernel will send (256 pages, the default limit)
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    """What a simulated drive announces and what it really does. JSON-serialisable."""
+
+    announced: int
+    real: int
+    kind: str = "honest"
+    cache_bytes: int = 0
+    bad_ranges: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bad_ranges", tuple((int(o), int(n)) for o, n in self.bad_ranges))
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
+        if not 0 < self.real <= self.announced:
+            raise ValueError(f"need 0 < real <= announced, got {self.real} / {self.announced}")
+        if self.announced % 512 or self.real % 512:
+            raise ValueError("announced and real must be multiples of 512")
+        if self.kind == "honest" and self.real != self.announced:
+            raise ValueError("an honest drive has real == announced; pick a fake kind")
+        if self.cache_bytes < 0 or self.cache_bytes % CACHE_PAGE:
+            raise ValueError(f"cache_bytes must be a non-negative multiple of {CACHE_PAGE}")
+        for off, n in self.bad_ranges:
+            if off < 0 or n <= 0 or off + n > self.real:
+                raise ValueError(f"bad range ({off}, {n}) is not inside the real size")
+
+    @classmethod
+    def honest(cls, size: int, **kw: Any) -> FakeSpec:
+        return cls(announced=size, real=size, kind="honest", **kw)
+
+    @property
+    def is_fake(self) -> bool:
+        return self.real < self.announced
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "announced": self.announced,
+                "real": self.real,
+                "kind": self.kind,
+                "cache_bytes": self.cache_bytes,
+                "bad_ranges": [list(r) for r in self.bad_ranges],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FakeSpec:
+        d = json.loads(text)
+        return cls(
+            announced=d["announced"],
+            real=d["real"],
+            kind=d.get("kind", "honest"),
+            cache_bytes=d.get("cache_bytes", 0),
+            bad_ranges=tuple(tuple(r) for r in d.get("bad_ranges", ())),
+        )
+
+
+# --------------------------------------------------------------------------- the behaviour
+
+
+def _eio() -> OSError:
+    return OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+class FakeMedia:
+    """The drive's behaviour over a real-flash file descriptor; no FUSE involved.
+
+    Raises ``OSError`` (EIO, EROFS, ENOSPC) the way the drive would fail a request.
+    """
+
+    def __init__(self, spec: FakeSpec, flash_fd: int) -> None:
+        self.spec = spec
+        self.mode = "ok"
+        self._fd = flash_fd
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # Public entry points --------------------------------------------------
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self.mode == "fail":
+            raise _eio()
+        size = max(0, min(size, self.spec.announced - offset))
+        if size == 0:
+            return b""
+        if not self.spec.cache_bytes:
+            return self._media_read(offset, size)
+        with self._lock:
+            return self._cached_read(offset, size)
+
+    def write(self, offset: int, data: bytes) -> int:
+        if self.mode == "fail":
+            raise _eio()
+        if self.mode == "readonly":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        if offset >= self.spec.announced:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        data = data[: self.spec.announced - offset]
+        if not self.spec.cache_bytes:
+            self._media_write(offset, data)
+        else:
+            with self._lock:
+                self._cached_write(offset, data)
+        return len(data)
+
+    # The flash and what lies past it --------------------------------------
+
+    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int | None]]:
+        """Split a request into (length, physical offset or None for "past the real flash")."""
+        real = self.spec.real
+        while length > 0:
+            if offset < real:
+                n = min(length, real - offset)
+                yield n, offset
+            elif self.spec.kind == "wraparound":
+                phys = offset % real
+                n = min(length, real - phys)
+                yield n, phys
+            else:
+                n = length
+                yield n, None
+            offset += n
+            length -= n
+
+    def _bad_overlap(self, phys: int, n: int) -> bool:
+        return any(o < phys + n and phys < o + ln for o, ln in self.spec.bad_ranges)
+
+    def _media_read(self, offset: int, size: int) -> bytes:
+        parts = []
+        for n, phys in self._pieces(offset, size):
+            if phys is None:
+                if self.spec.kind == "ioerror":
+                    raise _eio()
+                parts.append((b"\xff" if self.spec.kind == "drop-ff" else b"\0") * n)
+                continue
+            if self._bad_overlap(phys, n):
+                raise _eio()
+            data = os.pread(self._fd, n, phys)
+            parts.append(data if len(data) == n else data.ljust(n, b"\0"))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _media_write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        pos = 0
+        for n, phys in self._pieces(offset, len(data)):
+            chunk = view[pos : pos + n]
+            pos += n
+            if phys is None:
+                if self.spec.kind == "ioerror":
+                    raise _eio()
+                continue  # dropped on the floor
+            for start, stop in self._good_spans(phys, phys + n):
+                os.pwrite(self._fd, chunk[start - phys : stop - phys], start)
+
+    def _good_spans(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """[start, stop) minus the bad ranges: writes there are accepted and lost."""
+        spans = [(start, stop)]
+        for o, ln in self.spec.bad_ranges:
+            nxt = []
+            for a, b in spans:
+                if o + ln <= a or b <= o:
+                    nxt.append((a, b))
+                    continue
+                if a < o:
+                    nxt.append((a, o))
+                if o + ln < b:
+                    nxt.append((o + ln, b))
+            spans = nxt
+        return spans
+
+    # The write-back cache (LRU of CACHE_PAGE pages) ------------------------
+
+    def _cached_read(self, offset: int, size: int) -> bytes:
+        first, last = offset // CACHE_PAGE, (offset + size - 1) // CACHE_PAGE
+        parts: list[bytes] = []
+        run_start: int | None = None  # first page of a run of uncached pages
+        for page in range(first, last + 2):
+            cached = self._cache.get(page) if page <= last else None
+            if cached is None and page <= last:
+                if run_start is None:
+                    run_start = page
+                continue
+            if run_start is not None:
+                parts.append(self._media_read_pages(run_start, page))
+                run_start = None
+            if cached is not None:
+                self._cache.move_to_end(page)
+                parts.append(cached)
+        joined = b"".join(parts)
+        skip = offset - first * CACHE_PAGE
+        return joined[skip : skip + size]
+
+    def _media_read_pages(self, first: int, stop: int) -> bytes:
+        start = first * CACHE_PAGE
+        return self._media_read(start, min(stop * CACHE_PAGE, self.spec.announced) - start)
+
+    def _cached_write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        end = offset + len(data)
+        for page in range(offset // CACHE_PAGE, (end - 1) // CACHE_PAGE + 1):
+            p0 = page * CACHE_PAGE
+            lo, hi = max(offset, p0), min(end, p0 + CACHE_PAGE)
+            if lo == p0 and hi == p0 + CACHE_PAGE:
+                content = bytes(view[lo - offset : hi - offset])
+            else:
+                old = self._cache.get(page)
+                if old is None:
+                    try:
+                        old = self._media_read(p0, min(CACHE_PAGE, self.spec.announced - p0))
+                    except OSError:
+                        old = bytes(CACHE_PAGE)
+                buf = bytearray(old.ljust(CACHE_PAGE, b"\0"))
+                buf[lo - p0 : hi - p0] = view[lo - offset : hi - offset]
+                content = bytes(buf)
+            self._cache[page] = content
+            self._cache.move_to_end(page)
+        while len(self._cache) * CACHE_PAGE > self.spec.cache_bytes:
+            page, content = self._cache.popitem(last=False)
+            p0 = page * CACHE_PAGE
+            with contextlib.suppress(OSError):  # the host was told "done" long ago
+                self._media_write(p0, content[: self.spec.announced - p0])
+
+
+# --------------------------------------------------------------------------- the FUSE server
+
+
+def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -> None:
+    # mfusepy prefers libfuse2 when both are installed; libfuse2 caps requests at 128 KiB.
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    import mfusepy  # only the server needs libfuse
+
+    fd = os.open(flash, os.O_RDWR)
+    media = FakeMedia(spec, fd)
+    started = time.time()
+
+    class FakeDriveFS(mfusepy.Operations):  # type: ignore[misc]
+        use_ns = True
+
+        def init_with_config(self, conn: Any, config: Any) -> None:
+            if conn is not None:
+                conn.max_write = MAX_IO
+                conn.max_read = MAX_IO
+                conn.max_readahead = MAX_IO
+            if config is not None:
+                config.direct_io = 1
+                config.kernel_cache = 0
+                config.auto_cache = 0
+
+        def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+            now = int(started * 1e9)
+            base = {"st_uid": 0, "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
+            if path == "/":
+                return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+            if path == "/disk":
+                return {
+                    **base,
+                    "st_mode": stat.S_IFREG | 0o600,
+                    "st_nlink": 1,
+                    "st_size": spec.announced,
+                    "st_blksize": 4096,
+                    "st_blocks": spec.announced // 512,
+                }
+            if path == "/ctl":
+                return {**base, "st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": 16}
+            raise mfusepy.FuseOSError(errno.ENOENT)
+
+        def readdir(self, path: str, fh: int) -> list[str]:
+            return [".", "..", "disk", "ctl"]
+
+        def open(self, path: str, flags: int) -> int:
+            if path not in ("/disk", "/ctl"):
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            return 0
+
+        def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            if path == "/ctl":
+                return (media.mode + "\n").encode()[offset : offset + size]
+            return media.read(offset, size)
+
+        def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+            if path == "/ctl":
+                try:
+                    media.set_mode(data.decode("ascii", "replace").strip())
+                except ValueError as exc:
+                    raise mfusepy.FuseOSError(errno.EINVAL) from exc
+                return len(data)
+            return media.write(offset, data)
+
+        def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+            if path == "/ctl":
+                return 0
+            raise mfusepy.FuseOSError(errno.EPERM)
+
+        def fsync(self, path: str, datasync: int, fh: int) -> int:
+            return 0  # like a cheap controller: the cache is not flushed on request
+
+        def flush(self, path: str, fh: int) -> int:
+            return 0
+
+        def release(self, path: str, fh: int) -> int:
+            return 0
+
+        def statfs(self, path: str) -> dict[str, int]:
+            return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": spec.announced // 4096}
+
+    if parent_fd is not None:
+        threading.Thread(target=_exit_when_parent_dies, args=(parent_fd,), daemon=True).start()
+    mfusepy.FUSE(
+        FakeDriveFS(),
+        mountpoint,
+        foreground=True,
+        fsname="fdffd-fake",
+        subtype="fdffd-fake",
+        direct_io=True,
+        max_read=MAX_IO,
+    )
+
+
+_orphaned = threading.Event()
+
+
+def _exit_when_parent_dies(fd: int) -> None:
+    """The parent holds the write end of a pipe; EOF means it is gone: unmount and exit."""
+    while os.read(fd, 64):
+        pass
+    _orphaned.set()
+    os.kill(os.getpid(), signal.SIGTERM)  # libfuse's handler leaves the loop and unmounts
+    time.sleep(10)
+    os._exit(1)
+
+
+def _mountinfo_has(mountpoint: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == mountpoint for line in f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fdffd.sim.fakedrive")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="mount a fake drive (foreground)")
+    serve.add_argument("--mountpoint", required=True)
+    serve.add_argument("--spec", required=True, help="FakeSpec as JSON")
+    serve.add_argument("--flash", required=True, help="real-flash file (created if missing)")
+    serve.add_argument("--parent-fd", type=int, help="exit when this pipe reaches EOF")
+    serve.add_argument("--cleanup-dir", help="remove this directory if the parent died")
+    args = parser.parse_args(argv)
+    spec = FakeSpec.from_json(args.spec)
+    if not os.path.exists(args.flash):
+        with open(args.flash, "wb") as f:
+            f.truncate(spec.real)
+    try:
+        _serve(spec, args.mountpoint, args.flash, args.parent_fd)
+    except RuntimeError as exc:  # libfuse reports a signal-ended loop as an error code
+        print(f"fakedrive: FUSE loop ended: {exc}", file=sys.stderr)
+    if _orphaned.is_set() and args.cleanup_dir and not _mountinfo_has(args.mountpoint):
+        shutil.rmtree(args.cleanup_dir, ignore_errors=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- the fixture
+
+
+@dataclass
+class FakeDrive:
+    """A running fake drive: ``path`` is its loop device."""
+
+    spec: FakeSpec
+    workdir: Path
+    server: subprocess.Popen[bytes]
+    loop: LoopDevice | None = None
+    stuck_after: float = 10.0
+    _parent_w: int | None = None
+
+    @property
+    def path(self) -> str:
+        assert self.loop is not None
+        return self.loop.path
+
+    @property
+    def real_bytes(self) -> int:
+        return self.spec.real
+
+    @property
+    def announced_bytes(self) -> int:
+        return self.spec.announced
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.workdir / "mnt"
+
+    @property
+    def flash(self) -> Path:
+        return self.workdir / "flash"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def server_stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the drive: ``ok``, ``fail`` (all I/O EIO) or ``readonly`` (writes fail)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        fd = os.open(self.mountpoint / "ctl", os.O_WRONLY)
+        try:
+            os.write(fd, mode.encode())
+        finally:
+            os.close(fd)
+
+    def mode(self) -> str:
+        return (self.mountpoint / "ctl").read_text().strip()
+
+    def kill_server(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the server's process group (never once the server has been reaped)."""
+        if self.server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.server.pid, sig)
+
+
+def _start(spec: FakeSpec, directory: str, timeout: float) -> FakeDrive:
+    workdir = Path(tempfile.mkdtemp(prefix="fdffd-fake-", dir=directory))
+    (workdir / "mnt").mkdir()
+    with open(workdir / "flash", "wb") as f:
+        f.truncate(spec.real)
+    parent_r, parent_w = os.pipe()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+    try:
+        with open(workdir / "server.log", "wb") as log:
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fdffd.sim.fakedrive",
+                    "serve",
+                    "--mountpoint",
+                    str(workdir / "mnt"),
+                    "--spec",
+                    spec.to_json(),
+                    "--flash",
+                    str(workdir / "flash"),
+                    "--parent-fd",
+                    str(parent_r),
+                    "--cleanup-dir",
+                    str(workdir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(parent_r,),
+                start_new_session=True,
+                cwd=_REPO_ROOT,
+                env=env,
+            )
+    except BaseException:
+        os.close(parent_w)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        os.close(parent_r)
+    drive = FakeDrive(spec, workdir, server, _parent_w=parent_w)
+    mnt = str(drive.mountpoint)
+    deadline = time.monotonic() + timeout
+    while not _mountinfo_has(mnt):
+        if server.poll() is not None or time.monotonic() > deadline:
+            why = "exited" if server.poll() is not None else f"not mounted after {timeout}s"
+            stderr = drive.server_stderr()
+            _stop(drive)
+            raise RuntimeError(f"fake drive server {why}; its stderr:\n{stderr}")
+        time.sleep(0.01)
+    return drive
+
+
+def _unmount(mountpoint: str, *, lazy: bool) -> None:
+    cmd = ["fusermount3", "-u", *(["-z"] if lazy else []), mountpoint]
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(cmd, capture_output=True, check=False, timeout=10)
+
+
+def _stop(drive: FakeDrive) -> None:
+    """Undo everything, in order; each step runs even if an earlier one failed."""
+    errors: list[str] = []
+    mnt = str(drive.mountpoint)
+    if drive.loop is not None:
+        try:
+            detach(drive.loop, timeout=drive.stuck_after, on_stuck=drive.kill_server)
+        except Exception as exc:
+            errors.append(str(exc))
+    if _mountinfo_has(mnt):
+        _unmount(mnt, lazy=False)  # the server's loop then ends by itself
+    if _mountinfo_has(mnt):
+        _unmount(mnt, lazy=True)  # still busy (a descriptor left open): detach it lazily
+    if drive._parent_w is not None:
+        os.close(drive._parent_w)
+        drive._parent_w = None
+    drive.kill_server(signal.SIGTERM)
+    try:
+        drive.server.wait(timeout=drive.stuck_after)
+    except subprocess.TimeoutExpired:
+        drive.kill_server(signal.SIGKILL)
+        drive.server.wait(timeout=10)
+    if _mountinfo_has(mnt):
+        _unmount(mnt, lazy=True)
+    if _mountinfo_has(mnt):
+        errors.append(f"{mnt} is still mounted")
+    else:
+        shutil.rmtree(drive.workdir, ignore_errors=True)
+    if errors:
+        raise RuntimeError("fake drive teardown: " + "; ".join(errors))
+
+
+@contextlib.contextmanager
+def fake_drive(
+    spec: FakeSpec,
+    *,
+    directory: str = "/dev/shm",
+    sector_size: int = 512,
+    timeout: float = 15.0,
+    stuck_after: float = 10.0,
+) -> Iterator[FakeDrive]:
+    """A fake drive behind ``/dev/loopN``; everything it made is removed on exit.
+
+    ``timeout`` bounds the wait for the mount. At teardown, if releasing the loop device is
+    still blocked on I/O after ``stuck_after`` seconds (a hung server), or the server ignores
+    SIGTERM that long, it is killed, which fails any I/O still in flight with EIO.
+    """
+    drive = _start(spec, directory, timeout)
+    drive.stuck_after = stuck_after
+    try:
+        disk = drive.mountpoint / "disk"
+        drive.loop = attach(disk, sector_size=sector_size, direct_io=False)
+        if drive.loop.size != spec.announced:
+            raise RuntimeError(
+                f"{drive.loop.path} has {drive.loop.size} bytes, expected {spec.announced}"
+            )
+        yield drive
+    finally:
+        _stop(drive)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Shared fixtures: real loop devices and FUSE-simulated fake drives, removed after each test.
+
+``loop(size)`` gives a LoopDevice over a sparse tmpfs file; ``fake(FakeSpec(...))`` gives a
+FakeDrive (counterfeit, failing or honest) behind a loop device. Both skip the test with the
+reason when the machine cannot provide them (not root, no /dev/fuse, no losetup).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
+from fdffd.sim.loopdev import LoopDevice, live_devices, loop_device
+
+
+def _loop_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "device tests need root (loop devices)"
+    if shutil.which("losetup") is None:
+        return "device tests need losetup (util-linux)"
+    if not Path("/dev/loop-control").exists():
+        return "device tests need /dev/loop-control (loop module)"
+    return None
+
+
+def _fuse_unavailable() -> str | None:
+    if (why := _loop_unavailable()) is not None:
+        return why
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "fake-drive tests need /dev/fuse"
+    if shutil.which("fusermount3") is None:
+        return "fake-drive tests need fusermount3 (fuse3)"
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"fake-drive tests need mfusepy and libfuse3: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def loop_support() -> None:
+    """Skip the requesting test unless loop devices can be created here."""
+    if (why := _loop_unavailable()) is not None:
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def fuse_support(loop_support: None) -> None:
+    """Skip the requesting test unless FUSE fake drives can be created here."""
+    if (why := _fuse_unavailable()) is not None:
+        pytest.skip(why)
+
+
+@pytest.fixture
+def loop(loop_support: None) -> Iterator[Callable[..., LoopDevice]]:
+    """Factory: ``loop(size, **kw)`` -> LoopDevice; all of them detached after the test."""
+    with ExitStack() as stack:
+
+        def make(size: int | None = None, **kw: object) -> LoopDevice:
+            return stack.enter_context(loop_device(size, **kw))  # type: ignore[arg-type]
+
+        yield make
+
+
+@pytest.fixture
+def fake(fuse_support: None) -> Iterator[Callable[..., FakeDrive]]:
+    """Factory: ``fake(FakeSpec(...), **kw)`` -> FakeDrive; all torn down after the test."""
+    with ExitStack() as stack:
+
+        def make(spec: FakeSpec, **kw: object) -> FakeDrive:
+            return stack.enter_context(fake_drive(spec, **kw))  # type: ignore[arg-type]
+
+        yield make
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaked = live_devices()
+    if leaked:
+        print(f"\nWARNING: test rig left loop devices attached: {', '.join(leaked)}")
