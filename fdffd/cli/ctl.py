@@ -143,6 +143,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
+def cmd_audit_repair(args: argparse.Namespace) -> int:
+    from ..audit import quarantine_torn_tail
+
+    cfg = _config(args)
+    log_path = Path(args.log) if args.log else cfg.audit_log
+    moved = quarantine_torn_tail(log_path)
+    if moved is None:
+        print(f"{log_path}: no torn last line; nothing to repair")
+    else:
+        print(f"{log_path}: the torn last line was moved to {moved}; the log ends on a whole line again")
+    return ExitCode.OK
+
+
 def cmd_audit_report(args: argparse.Namespace) -> int:
     from ..audit import iter_records
     from ..audit.report import build_report, render_text
@@ -190,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)")
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_verify)
+    sp = asub.add_parser("repair", parents=[common],
+                         help="move a torn last line (power cut mid-append) to a side file")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.set_defaults(func=cmd_audit_repair)
     sp = asub.add_parser("report", parents=[common, reporting], help="drives by verdict, bytes, speeds")
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_report)
