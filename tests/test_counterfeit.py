@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .cli_util import fdffctl, write_config
+from .cli_util import Run, fdffctl, write_config
 from fdffd.sim.fakedrive import FakeDrive, FakeSpec
 from fdffd.sim.markers import find_markers, write_markers
 
@@ -95,12 +97,52 @@ def test_probe_command_reports_the_fake(tmp_path: Path, fake: Callable[..., Fake
     assert run.record["counterfeit"] and spec.real * 0.99 <= run.record["usable_bytes"] <= spec.real
 
 
-def test_drive_failing_mid_job_fails_with_a_record(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
-    """A drive that starts failing every I/O: exit 4 or 5 with a record, never ok."""
-    spec = FakeSpec.honest(96 * MiB)
-    drive = fake(spec)
+def test_dead_drive_fails_with_a_record(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
+    """A drive on which every I/O fails from the start: exit 5, failed, one record."""
+    drive = fake(FakeSpec.honest(96 * MiB))
     drive.set_mode("fail")
     run = fdffctl("process", drive.path, "--config", str(write_config(tmp_path)), "--json")
-    assert run.code in (3, 4, 5), run.stderr
-    assert run.record["verdict"] in ("failed", "defective", "counterfeit")
+    assert run.code == 5, run.stderr
+    assert run.record["verdict"] == "failed"
+    assert "keeps no data" in run.record["error"]["message"]
+    assert (tmp_path / "state" / "audit.jsonl").read_bytes().count(b"\n") == 1
+
+
+def _fail_after(drive: FakeDrive, tmp_path: Path, event: str, action: Callable[[], None]) -> Run:
+    """Run a job, wait for ``event`` in its log, then do ``action`` to the drive."""
+    cfg = write_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "fdffd.cli.ctl", "process", drive.path, "--config",
+                             str(cfg), "--json", "--log-level", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if f'"event": "{event}"' in line:
+            action()
+            break
+    out, err = proc.communicate(timeout=300)
+    return Run(proc.returncode, out, "".join(seen) + err)
+
+
+@pytest.mark.parametrize("event", ["probe.done", "pass.done"])
+def test_drive_dying_mid_job_fails_with_a_record(
+    event: str, tmp_path: Path, fake: Callable[..., FakeDrive]
+) -> None:
+    """A drive that starts failing every I/O during the wipe or the verify: exit 5, failed."""
+    drive = fake(FakeSpec.honest(256 * MiB))
+    run = _fail_after(drive, tmp_path, event, lambda: drive.set_mode("fail"))
+    assert run.code == 5, run.stderr
+    rec = run.record
+    assert rec["verdict"] == "failed"
+    assert "stopped responding" in rec["error"]["message"]
+    assert rec["error"]["stage"] == ("image" if event == "probe.done" else "verify")
+
+
+def test_drive_pulled_mid_job_fails_with_a_record(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
+    """The drive's backend vanishing mid-wipe (a pulled stick): exit 5, failed, one record."""
+    drive = fake(FakeSpec.honest(256 * MiB))
+    run = _fail_after(drive, tmp_path, "probe.done", drive.kill_server)
+    assert run.code == 5, run.stderr
+    assert run.record["verdict"] == "failed"
     assert (tmp_path / "state" / "audit.jsonl").read_bytes().count(b"\n") == 1

@@ -182,6 +182,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    common.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="log events at this level and above to stderr (default warning)")
     reporting = argparse.ArgumentParser(add_help=False)
     reporting.add_argument("--json", action="store_true", help="print JSON")
 
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return ExitCode.USAGE if exc.code else ExitCode.OK
-    configure(json=None, level="info" if getattr(args, "verbose", False) else "warning")
+    configure(json=None, level=getattr(args, "log_level", "warning"))
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         return int(args.func(args))

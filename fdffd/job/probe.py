@@ -195,6 +195,9 @@ def probe_capacity(
                 # blocks above read good: the failing end of the flush region is bad flash
                 suspects.extend(range(first_bad_flush, pr.flush, block))
                 first_bad_flush = None
+            if first_bad_flush == 0:
+                raise DeviceIOError("the drive keeps no data at all (every probe block fails)",
+                                    device=getattr(disk, "path", "?"), stage="probe", offset=0)
             if first_bad_flush is not None:
                 # Less real flash than the flush region: nothing above it can be trusted.
                 good_hi, bad_lo, kind = first_bad_flush - block, first_bad_flush, "unknown"

@@ -10,6 +10,7 @@ down to single sectors, so bad flash becomes exact ``bad_ranges``.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..devices.blockdev import aligned_buffer
-from ..errors import DefectiveError, DeviceIOError
+from ..errors import DefectiveError, DeviceIOError, DriveRemovedError
 from ..pattern import SLACK, Pattern, first_mismatch, mismatch_ranges
 
 Progress = Callable[[int], None]  # bytes done so far in this pass
@@ -156,10 +157,14 @@ def _pipelined(
 
 
 class _BadBudget:
+    """Limits what bad flash may cost, and tells a dying drive from bad sectors: when
+    every piece of two chunks in a row fails, the drive has stopped responding."""
+
     def __init__(self, device: str, limit: int) -> None:
         self.device = device
         self.limit = limit
         self.used = 0
+        self.dead_chunks = 0
 
     def spend(self, n: int) -> None:
         self.used += n
@@ -168,20 +173,30 @@ class _BadBudget:
                 f"more than {self.limit} bytes fail I/O; giving up on the drive", device=self.device
             )
 
+    def chunk_done(self, offset: int, all_failed: bool, stage: str) -> None:
+        self.dead_chunks = self.dead_chunks + 1 if all_failed else 0
+        if self.dead_chunks >= 2:
+            if not os.path.exists(self.device):
+                raise DriveRemovedError(device=self.device, stage=stage)
+            raise DeviceIOError("the drive stopped responding (every I/O fails)",
+                                device=self.device, stage=stage, offset=offset)
+
 
 def _split_io(
     io: Callable[[memoryview, int], None], buf: memoryview, offset: int, length: int, sector: int,
-    budget: _BadBudget,
+    budget: _BadBudget, stage: str,
 ) -> list[tuple[int, int]]:
     """Redo a failed chunk in 64 KiB pieces, then failed pieces sector by sector."""
-    bad: list[tuple[int, int]] = []
+    failed_pieces = []
     for piece_off in range(0, length, _SPLIT):
         pn = min(_SPLIT, length - piece_off)
         try:
             io(buf[piece_off : piece_off + pn], offset + piece_off)
-            continue
         except DeviceIOError:
-            pass
+            failed_pieces.append((piece_off, pn))
+    budget.chunk_done(offset, len(failed_pieces) * _SPLIT >= length, stage)
+    bad: list[tuple[int, int]] = []
+    for piece_off, pn in failed_pieces:
         for s in range(piece_off, piece_off + pn, sector):
             sn = min(sector, piece_off + pn - s)
             try:
@@ -199,13 +214,15 @@ def write_pass(
     """Write ``plan`` over ``[start, end)`` and flush the drive's cache."""
     result = PassResult()
     budget = _BadBudget(disk.path, bad_limit)
+    stage = getattr(disk, "stage", "write")
     t0 = time.monotonic()
 
     def write(buf: memoryview, off: int, n: int) -> None:
         try:
             disk.pwrite(buf[:n], off)
+            budget.dead_chunks = 0
         except DeviceIOError:
-            result.bad_ranges.extend(_split_io(disk.pwrite, buf, off, n, sector, budget))
+            result.bad_ranges.extend(_split_io(disk.pwrite, buf, off, n, sector, budget, stage))
         result.bytes_done += n
         if progress:
             progress(result.bytes_done)
@@ -224,6 +241,7 @@ def verify_pass(
     """Read ``[start, end)`` back and compare every byte with ``plan``."""
     result = PassResult()
     budget = _BadBudget(disk.path, bad_limit)
+    stage = getattr(disk, "stage", "verify")
     unreadable: dict[int, list[tuple[int, int]]] = {}
     expected = aligned_buffer(chunk, SLACK + 4096)
     exp = memoryview(expected)
@@ -232,8 +250,9 @@ def verify_pass(
     def read(buf: memoryview, off: int, n: int) -> None:
         try:
             disk.pread(buf[:n], off)
+            budget.dead_chunks = 0
         except DeviceIOError:
-            unreadable[off] = _split_io(disk.pread, buf, off, n, sector, budget)
+            unreadable[off] = _split_io(disk.pread, buf, off, n, sector, budget, stage)
 
     def compare(buf: memoryview, off: int, n: int) -> None:
         plan.render(exp, off, n)
