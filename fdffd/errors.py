@@ -123,6 +123,14 @@ class PayloadTooLargeError(JobFailedError):
     """payload does not fit: it needs {needed} bytes, the drive holds {available}"""
 
 
+class PayloadChangedError(JobFailedError):
+    """payload file {path!r} changed since its manifest ({count} file(s) differ); run `fdffctl payload verify` and import the profile again"""
+
+
+class VolumeTooSmallError(JobFailedError):
+    """the usable size, {available} bytes, is too small for a {filesystem} volume (needs {needed})"""
+
+
 class InterruptedJobError(JobFailedError):
     """{device}: job interrupted during {stage} ({detail})"""
 

@@ -31,8 +31,9 @@ class Plan(Protocol):
 
     def render(self, out: memoryview, offset: int, length: int) -> None: ...
 
-    def check(self, got: memoryview, expected: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
-        """Compare a chunk read back; return mismatching ranges (absolute offsets)."""
+    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+        """Compare a chunk read back (``scratch`` is a buffer of the same size to render
+        the expectation into); return mismatching ranges (absolute offsets)."""
         ...
 
 
@@ -59,7 +60,14 @@ class FillPlan:
     def render(self, out: memoryview, offset: int, length: int) -> None:
         self.pattern.fill(out, offset, length)
 
-    def check(self, got: memoryview, expected: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+    def close(self) -> None:
+        """Release what the plan holds open (nothing, for plain fill)."""
+
+    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+        self.render(scratch, offset, length)
+        return self._compare(got, scratch, offset, length)
+
+    def _compare(self, got: memoryview, expected: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
         if first_mismatch(got, expected, length) < 0:
             return []
         ranges = mismatch_ranges(got, expected, length, self.granule)
@@ -255,7 +263,6 @@ def verify_pass(
             unreadable[off] = _split_io(disk.pread, buf, off, n, sector, budget, stage)
 
     def compare(buf: memoryview, off: int, n: int) -> None:
-        plan.render(exp, off, n)
         bad = plan.check(buf, exp, off, n)
         lost = unreadable.pop(off, [])
         if bad or lost:

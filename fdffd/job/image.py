@@ -1,0 +1,118 @@
+"""The image pass and its verify, walking one imaging plan.
+
+Writing: each chunk is keyed fill where the plan has gaps, with the partition table,
+filesystem metadata and payload bytes laid over it.  Payload bytes are hashed as they
+are read from the profile, so a payload file changed since its manifest is caught.
+
+Verifying: metadata and fill are compared byte for byte with the plan; payload bytes
+are not compared with the source but hashed *from the bytes read off the drive*, file
+by file, and checked against the manifest at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from ..imaging.plan import ImagePlan
+from ..imaging.types import Bytes, FileData, Fill, Zeros
+from ..pattern import Pattern
+from .surface import FillPlan
+
+_ZERO = bytes(1 << 20)
+
+
+@dataclass
+class PayloadCheck:
+    """Per-file SHA-256 of bytes that went to (or came from) the drive."""
+
+    expected: dict[str, str]
+    hashes: dict[str, hashlib._Hash] = field(default_factory=dict)
+
+    def update(self, path: str, data: memoryview) -> None:
+        h = self.hashes.get(path)
+        if h is None:
+            h = self.hashes[path] = hashlib.sha256()
+        h.update(data)
+
+    def mismatches(self) -> list[str]:
+        """Files whose hash differs from the manifest (empty files hash nothing: fine)."""
+        empty = hashlib.sha256().hexdigest()
+        out = []
+        for path, want in self.expected.items():
+            h = self.hashes.get(path)
+            got = h.hexdigest() if h else empty
+            if got != want:
+                out.append(path)
+        return sorted(out)
+
+
+class ImageSurface(FillPlan):
+    """A ``surface.Plan`` over an ``ImagePlan``: keyed fill in the gaps."""
+
+    def __init__(self, plan: ImagePlan, pattern: Pattern, expected_sha256: dict[str, str],
+                 granule: int = 512) -> None:
+        super().__init__(pattern, granule)
+        self.plan = plan
+        self.written = PayloadCheck(expected_sha256)
+        self.read_back = PayloadCheck(expected_sha256)
+        self._fds: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _fd(self, source: str) -> int:
+        fd = self._fds.get(source)
+        if fd is None:
+            fd = self._fds[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
+
+    def _overlay(self, out: memoryview, offset: int, length: int, *, files: bool) -> list[tuple[int, int, FileData]]:
+        """Render fill and metadata; file data too when ``files``.  Returns the file
+        segments (relative start, length, source) of the chunk."""
+        segs = self.plan.segments(offset, length)
+        if any(isinstance(s.source, Fill) for s in segs):
+            self.pattern.fill(out, offset, length)
+        file_segs = []
+        for s in segs:
+            rel = s.offset - offset
+            src = s.source
+            if isinstance(src, Bytes):
+                out[rel : rel + s.length] = src.data
+            elif isinstance(src, Zeros):
+                done = 0
+                while done < s.length:
+                    n = min(len(_ZERO), s.length - done)
+                    out[rel + done : rel + done + n] = _ZERO[:n]
+                    done += n
+            elif isinstance(src, FileData):
+                file_segs.append((rel, s.length, src))
+                if files:
+                    self._read_source(out[rel : rel + s.length], src)
+        return file_segs
+
+    def _read_source(self, out: memoryview, src: FileData) -> None:
+        fd = self._fd(str(src.entry.source))
+        done = 0
+        while done < len(out):
+            n = os.preadv(fd, [out[done:]], src.file_offset + done)
+            if n <= 0:
+                # the file shrank since its manifest: keep going, the hash check names it
+                out[done:] = bytes(len(out) - done)
+                break
+            done += n
+        self.written.update(src.entry.path, out)
+
+    # surface.Plan --------------------------------------------------------------------
+
+    def render(self, out: memoryview, offset: int, length: int) -> None:
+        self._overlay(out, offset, length, files=True)
+
+    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+        for rel, n, src in self._overlay(scratch, offset, length, files=False):
+            self.read_back.update(src.entry.path, got[rel : rel + n])
+            scratch[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash
+        return self._compare(got, scratch, offset, length)

@@ -1,0 +1,115 @@
+"""The imaging plan, without any device: choices, placement, and rendering with the fill."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fdffd.errors import FileTooLargeError, PayloadTooLargeError
+from fdffd.imaging.plan import ID_BYTES, build_plan, choose_filesystem
+from fdffd.imaging.types import Bytes, FileData, FileEntry, Fill, Tree, Zeros
+from fdffd.job.image import ImageSurface
+from fdffd.pattern import SLACK, Pattern
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def _tree(tmp_path: Path, sizes: dict[str, int], dirs: tuple[str, ...] = ()) -> Tree:
+    files = []
+    for rel, size in sizes.items():
+        p = tmp_path / "src" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(size))
+        files.append(FileEntry(rel, size, p))
+    return Tree(tuple(files), dirs)
+
+
+def test_auto_chooses_fat32_up_to_32_gib_and_exfat_above() -> None:
+    """filesystem = auto: FAT32 up to 32 GiB of usable size, exFAT above or for a 4 GiB file."""
+    small = Tree((FileEntry("a", 10, Path("/x")),))
+    big = Tree((FileEntry("film.mkv", 4 * GiB, Path("/x")),))
+    assert choose_filesystem("auto", 32 * GiB, small) == "fat32"
+    assert choose_filesystem("auto", 32 * GiB + 512, small) == "exfat"
+    assert choose_filesystem("auto", 8 * GiB, big) == "exfat"
+    assert choose_filesystem("exfat", 1 * GiB, small) == "exfat"
+    with pytest.raises(FileTooLargeError, match="film.mkv"):
+        choose_filesystem("fat32", 64 * GiB, big)
+
+
+@settings(max_examples=40, deadline=None)
+@given(usable_mib=st.integers(min_value=64, max_value=4 << 20), fs=st.sampled_from(["auto", "fat32", "exfat"]),
+       ids=st.binary(min_size=ID_BYTES, max_size=ID_BYTES))
+def test_plan_stays_inside_the_usable_size(usable_mib: int, fs: str, ids: bytes) -> None:
+    """For any usable size the extents are sorted, disjoint and end inside it."""
+    usable = usable_mib * MiB
+    if fs == "fat32" and usable > 2 << 40:
+        return
+    tree = Tree((FileEntry("a.bin", 123_457, Path("/nonexistent")),), ("빈 폴더",))
+    if not any(ids[:32]):
+        ids = b"\x01" + ids[1:]
+    plan = build_plan(usable, tree, filesystem=fs, label="", ids=ids)
+    pos = 0
+    for e in plan.extents:
+        assert e.offset >= pos and e.length > 0
+        pos = e.end
+    assert pos <= usable
+    assert plan.partition.partition_offset % MiB == 0
+    assert plan.partition.partition_offset + plan.partition.partition_bytes <= usable
+    file_bytes = sum(e.length for e in plan.extents if isinstance(e.source, FileData))
+    assert file_bytes == 123_457
+
+
+def test_two_drives_differ_in_serial_and_disk_id() -> None:
+    """Two drives imaged from one profile get different volume serials and disk identifiers."""
+    tree = Tree((FileEntry("a", 1, Path("/x")),))
+    a = build_plan(256 * MiB, tree, filesystem="auto", label="", ids=os.urandom(ID_BYTES))
+    b = build_plan(256 * MiB, tree, filesystem="auto", label="", ids=os.urandom(ID_BYTES))
+    assert a.volume.volume_id != b.volume.volume_id
+    assert a.partition.disk_signature != b.partition.disk_signature
+
+
+def test_payload_that_does_not_fit_names_both_sizes(tmp_path: Path) -> None:
+    """A payload larger than the drive fails with the needed and available sizes."""
+    tree = Tree((FileEntry("big", 200 * MiB, tmp_path / "big"),))
+    with pytest.raises(PayloadTooLargeError) as info:
+        build_plan(128 * MiB, tree, filesystem="auto", label="", ids=os.urandom(ID_BYTES))
+    assert "needs" in str(info.value) and "holds" in str(info.value)
+
+
+@pytest.mark.parametrize("fs", ["fat32", "exfat"])
+def test_rendering_is_the_plan_over_the_fill(tmp_path: Path, fs: str) -> None:
+    """Rendered chunks hold each extent's bytes exactly and the keyed fill everywhere else."""
+    tree = _tree(tmp_path, {"영화/겨울연가 1화.mp4": 3 * MiB + 17, "책/a.txt": 5000, "empty": 0}, ("빈",))
+    plan = build_plan(96 * MiB, tree, filesystem=fs, label="FREEDOM", ids=os.urandom(ID_BYTES))
+    pattern = Pattern(b"k" * 32, "image")
+    expected = {f.path: "0" * 64 for f in tree.files}
+    surface = ImageSurface(plan, pattern, expected)
+    chunk = 1 * MiB + 512 * 3  # chunks that straddle extents
+    buf = bytearray(chunk + SLACK)
+    view = memoryview(buf)
+    off = 0
+    while off < plan.usable_bytes:
+        n = min(chunk, plan.usable_bytes - off)
+        surface.render(view, off, n)
+        for seg in plan.segments(off, n):
+            got = bytes(view[seg.offset - off : seg.offset - off + seg.length])
+            src = seg.source
+            if isinstance(src, Bytes):
+                assert got == src.data
+            elif isinstance(src, Zeros):
+                assert got == bytes(seg.length)
+            elif isinstance(src, FileData):
+                with open(src.entry.source, "rb") as f:
+                    f.seek(src.file_offset)
+                    assert got == f.read(seg.length)
+            else:
+                assert isinstance(src, Fill)
+                assert got == pattern.bytes_at(seg.offset, seg.length)
+        off += n
+    surface.close()
+    assert surface.written.mismatches() == sorted(f.path for f in tree.files)  # made-up hashes
