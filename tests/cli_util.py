@@ -29,7 +29,7 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
         "station": {"id": "test-station", "state_dir": str(tmp_path / "state"),
                     "payload_dir": str(tmp_path / "payloads")},
         "drives": {"allow_loop": True},
-        "job": {},
+        "job": {"profile": ""},  # wipe only, unless a test imports a payload profile
     }
     for name, values in sections.items():
         body.setdefault(name, {}).update(values)

@@ -6,8 +6,10 @@ the audit log.  Every failure becomes a verdict and an ``error`` in the record.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from contextlib import ExitStack
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +19,22 @@ from ..audit.record import utc_now_iso
 from ..config import Config
 from ..devices.blockdev import BlockDevice
 from ..devices.facts import DeviceFacts, gather
-from ..errors import CounterfeitError, DefectiveError, FdffdError, JobFailedError, RefusedError
+from ..errors import (
+    CounterfeitError,
+    DefectiveError,
+    FdffdError,
+    JobFailedError,
+    PayloadChangedError,
+    PayloadTooLargeError,
+    RefusedError,
+)
+from ..imaging.plan import ID_BYTES, build_plan
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
 from ..sizes import format_size
+from ..payload.profiles import Profile, check_before_job, open_profile
 from .gate import evaluate
+from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
 from .surface import FillPlan, PassResult, merge_ranges, verify_pass, write_pass
 
@@ -45,6 +58,8 @@ class _Job:
     status: StatusCallback | None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: an error that ends the job only after the drive has been wiped (payload too large)
+    deferred: FdffdError | None = None
 
     def stage(self, name: str, seconds: float, nbytes: int) -> None:
         self.stages.append({"name": name, "seconds": round(seconds, 3), "bytes": nbytes})
@@ -127,18 +142,24 @@ def run_job(
 def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
     cfg = job.config
     t0 = time.monotonic()
-    facts = gather(job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
-    refusal = evaluate(facts, cfg.drives)
-    rec["device"].update(port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
-                         announced_bytes=facts.size_bytes)
-    if refusal:
-        raise RefusedError(refusal.detail, device=job.device, rule=refusal.rule, stage="admit")
-    with BlockDevice(job.device, stage="admit") as dev:
+    with ExitStack() as stack:
+        payload = None
+        if cfg.job.profile:
+            # the profile version is resolved once, and held, for the whole job
+            payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
+            check_before_job(payload)
+        facts = gather(job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
+        refusal = evaluate(facts, cfg.drives)
+        rec["device"].update(port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
+                             announced_bytes=facts.size_bytes)
+        if refusal:
+            raise RefusedError(refusal.detail, device=job.device, rule=refusal.rule, stage="admit")
+        dev = stack.enter_context(BlockDevice(job.device, stage="admit"))
         job.stage("admit", time.monotonic() - t0, 0)
         _identify(rec, facts, dev, job.serial_hmac)
         log.info("job.identified", vendor=facts.vendor, model=facts.model, port=facts.port,
                  announced=dev.size, diskseq=facts.diskseq)
-        return _process(job, rec, dev, log)
+        return _process(job, rec, dev, payload, log)
 
 
 def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
@@ -148,7 +169,7 @@ def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
     return lambda done: cb(stage, done, total)
 
 
-def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, log: Any) -> str:
+def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile | None, log: Any) -> str:
     cfg = job.config
     key = new_job_key()
     sector = dev.geometry.logical_sector
@@ -164,20 +185,29 @@ def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, log: Any) -> str:
         log.warning("probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind)
     else:
         log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
+    image_it = payload is not None and not (probe.counterfeit and cfg.job.counterfeit == "reject")
 
-    # wipe passes, then the image pass (until imaging lands: keyed fill), then verify ----
-    written, bad, plan = _surface(job, rec, dev, key, usable, chunk, log, first=0)
-    real = capacity_from_verify(bad, plan.aliases, usable)
-    if real is not None:
-        # The verify pass found capacity the probe missed (an alias onto an unprobed
-        # spot, a cache larger than the probe's flush).  Every byte of real flash has
-        # been overwritten already; write and verify the last pass again inside it.
-        kind = "wraparound" if plan.aliases else (probe.kind or "unknown")
-        log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
-        usable = real - real % sector
-        _set_capacity(rec, usable, kind, probe.seconds)
-        more, bad, plan = _surface(job, rec, dev, key, usable, chunk, log, first=cfg.job.passes - 1)
-        written += more
+    # wipe passes, the image pass, verify -------------------------------------------------
+    image = _image_surface(job, rec, payload if image_it else None, usable, key, sector, log)
+    try:
+        written, bad = _surface(job, rec, dev, key, usable, chunk, image, log, first=0)
+        real = capacity_from_verify(bad, image.aliases, usable)
+        if real is not None:
+            # The verify pass found capacity the probe missed (an alias onto an unprobed
+            # spot, a cache larger than the probe's flush).  Every byte of real flash has
+            # been overwritten already; write and verify the last pass again inside it.
+            kind = "wraparound" if image.aliases else (probe.kind or "unknown")
+            log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
+            usable = real - real % sector
+            _set_capacity(rec, usable, kind, probe.seconds)
+            if cfg.job.counterfeit == "reject":
+                payload = None
+            image.close()
+            image = _image_surface(job, rec, payload, usable, key, sector, log)
+            more, bad = _surface(job, rec, dev, key, usable, chunk, image, log, first=cfg.job.passes - 1)
+            written += more
+    finally:
+        image.close()
     rec["wipe"]["bytes_written"] = written
     rec["wipe"]["bad_ranges"] = [[s, n] for s, n in bad]
 
@@ -185,38 +215,85 @@ def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, log: Any) -> str:
     dev.stage = "finish"
     t = time.monotonic()
     dev.flush()
+    if isinstance(image, ImageSurface):
+        dev.reread_partitions()
     job.stage("finish", time.monotonic() - t, 0)
+    _payload_outcome(rec, image, dev.path, log)
     return _verdict(job, rec, bad, dev.path)
 
 
-def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usable: int,
-             chunk: int, log: Any, *, first: int) -> tuple[int, list[tuple[int, int]], FillPlan]:
-    """Passes ``first`` .. ``passes-1`` over ``[0, usable)``, then the verify pass."""
+def _image_surface(job: _Job, rec: dict[str, Any], payload: Profile | None, usable: int, key: bytes,
+                   sector: int, log: Any) -> FillPlan:
+    """What the last pass writes: the image of the payload, or keyed fill when there is
+    none (no profile, a rejected counterfeit, or a payload that does not fit)."""
+    fill = FillPlan(Pattern(key, "image"), granule=sector)
+    rec["filesystem"] = None
+    if payload is None:
+        return fill
+    cfg = job.config
+    try:
+        plan = build_plan(usable, payload.tree(), filesystem=cfg.job.filesystem, label=cfg.job.label,
+                          ids=os.urandom(ID_BYTES), sector_bytes=sector)
+    except PayloadTooLargeError as err:
+        # the drive is still wiped and verified; the job fails at the end with both sizes
+        job.deferred = err
+        log.warning("image.payload_too_large", error=err.message)
+        return fill
+    rec["filesystem"] = {"type": plan.fs_type, "label": plan.volume.label, "volume_id": plan.volume_id_text,
+                         "partition_offset": plan.partition.partition_offset,
+                         "partition_bytes": plan.partition.partition_bytes}
+    rec["payload"] = {"profile": payload.name, "manifest_sha256": payload.manifest_sha256,
+                      "files": len(payload.manifest.files), "bytes": payload.total_bytes, "verified": False}
+    log.info("image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes)
+    expected = {f.path: f.sha256 for f in payload.manifest.files}
+    return ImageSurface(plan, Pattern(key, "image"), expected, granule=sector)
+
+
+def _payload_outcome(rec: dict[str, Any], image: FillPlan, path: str, log: Any) -> None:
+    if not isinstance(image, ImageSurface):
+        return
+    changed = image.written.mismatches()
+    if changed:
+        raise PayloadChangedError(path=changed[0], count=len(changed), stage="image")
+    if rec["wipe"]["verified_bytes"]:
+        damaged = image.read_back.mismatches()
+        rec["payload"]["verified"] = not damaged
+        if damaged:
+            raise DefectiveError(f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
+                                 device=path, stage="verify")
+        log.info("payload.verified", files=rec["payload"]["files"])
+
+
+def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usable: int, chunk: int,
+             image: FillPlan, log: Any, *, first: int) -> tuple[int, list[tuple[int, int]]]:
+    """Passes ``first`` .. ``passes-1`` over ``[0, usable)`` (the last writes ``image``),
+    then the verify pass."""
     cfg = job.config
     sector = dev.geometry.logical_sector
     passes = cfg.job.passes
     written = 0
     bad: list[tuple[int, int]] = []
     for i in range(first, passes):
-        name = "image" if i == passes - 1 else f"wipe-{i + 1}"
+        last = i == passes - 1
+        name = "image" if last else f"wipe-{i + 1}"
         dev.stage = name
-        res = write_pass(dev, FillPlan(Pattern(key, name), granule=sector), 0, usable, chunk=chunk,
-                         sector=sector, progress=_report(job, name, usable))
+        plan = image if last else FillPlan(Pattern(key, name), granule=sector)
+        res = write_pass(dev, plan, 0, usable, chunk=chunk, sector=sector,
+                         progress=_report(job, name, usable))
         written += res.bytes_done
         bad.extend(res.bad_ranges)
         job.stage(name, res.seconds, res.bytes_done)
         log.info("pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes)
-    plan = FillPlan(Pattern(key, "image"), granule=sector)
     if cfg.job.verify == "full":
         dev.stage = "verify"
-        vres: PassResult = verify_pass(dev, plan, 0, usable, chunk=chunk, sector=sector,
+        vres: PassResult = verify_pass(dev, image, 0, usable, chunk=chunk, sector=sector,
                                        progress=_report(job, "verify", usable))
         job.stage("verify", vres.seconds, vres.bytes_done)
         rec["wipe"]["verified_bytes"] = vres.bytes_done
         rec["wipe"]["mismatched_bytes"] = vres.bad_bytes
         bad.extend(vres.bad_ranges)
         log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
-    return written, merge_ranges(bad), plan
+    return written, merge_ranges(bad)
 
 
 def capacity_from_verify(bad: list[tuple[int, int]], aliases: list[tuple[int, int]],
@@ -243,10 +320,12 @@ def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: s
         total = sum(n for _, n in bad)
         raise DefectiveError(f"{format_size(total)} of bad flash in {len(bad)} range(s) inside the "
                              f"real capacity", device=path, stage="verify")
-    if cap["counterfeit"]:
-        if job.config.job.counterfeit == "rescue":
-            return "rescued"
+    if cap["counterfeit"] and job.config.job.counterfeit == "reject":
         raise CounterfeitError(f"{cap['kind']}; its real capacity was wiped and verified",
                                device=path, announced=cap["announced_bytes"],
                                usable=cap["usable_bytes"], stage="verify")
+    if job.deferred is not None:
+        raise job.deferred
+    if cap["counterfeit"]:
+        return "rescued"
     return "ok"
