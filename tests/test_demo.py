@@ -1,0 +1,16 @@
+"""The README's first command works: the demo processes its drives and ends on its own."""
+
+from __future__ import annotations
+
+from .cli_util import fdffctl
+
+
+def test_demo_runs_to_the_end() -> None:
+    """fdffctl demo: each simulated drive gets its verdict, the audit log verifies, exit 0."""
+    run = fdffctl("demo", timeout=300)
+    assert run.code == 0, run.stdout + run.stderr
+    out = run.stdout
+    for verdict in ("OK", "COUNTERFEIT", "RESCUED", "REFUSED"):
+        assert f"    {verdict}" in out, out
+    assert "payload verified" in out
+    assert "audit log:" in out and ": OK, 5 lines verified" in out
