@@ -1,1 +1,60 @@
-"""fdffd.payload"""
+"""Payload profiles and their manifests (``fdffctl payload add|list|verify``).
+
+Uses imaging's name rules; knows nothing of devices.  See docs/payload.md.
+"""
+
+from .manifest import FOUR_GIB, FileRecord, Manifest, load_manifest, parse_manifest
+from .profiles import (
+    FAT32_MAX_FILE_BYTES,
+    Changed,
+    ImportPlan,
+    Profile,
+    ProfileInfo,
+    PruneReport,
+    SourceEntry,
+    VerifyReport,
+    add_profile,
+    check_before_job,
+    check_profile_name,
+    format_added,
+    format_list,
+    format_pruned,
+    format_verify,
+    list_profiles,
+    manifest_summary,
+    open_profile,
+    plan_import,
+    prune_profile,
+    scan_source,
+    verify_profile,
+)
+
+__all__ = [
+    "FAT32_MAX_FILE_BYTES",
+    "FOUR_GIB",
+    "Changed",
+    "FileRecord",
+    "ImportPlan",
+    "Manifest",
+    "Profile",
+    "ProfileInfo",
+    "PruneReport",
+    "SourceEntry",
+    "VerifyReport",
+    "add_profile",
+    "check_before_job",
+    "check_profile_name",
+    "format_added",
+    "format_list",
+    "format_pruned",
+    "format_verify",
+    "list_profiles",
+    "load_manifest",
+    "manifest_summary",
+    "open_profile",
+    "parse_manifest",
+    "plan_import",
+    "prune_profile",
+    "scan_source",
+    "verify_profile",
+]
