@@ -40,7 +40,9 @@ class DrivesSection(_Section):
     @model_validator(mode="after")
     def _bounds(self) -> DrivesSection:
         if self.min_size > self.max_size:
-            raise ValueError(f"min_size ({self.min_size}) is larger than max_size ({self.max_size})")
+            raise ValueError(
+                f"min_size ({self.min_size}) is larger than max_size ({self.max_size})"
+            )
         return self
 
 

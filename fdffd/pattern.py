@@ -92,7 +92,9 @@ def first_mismatch(a: memoryview, b: memoryview, length: int) -> int:
     return int(np.flatnonzero(x != y)[0])
 
 
-def mismatch_ranges(a: memoryview, b: memoryview, length: int, granule: int) -> list[tuple[int, int]]:
+def mismatch_ranges(
+    a: memoryview, b: memoryview, length: int, granule: int
+) -> list[tuple[int, int]]:
     """Ranges ``(start, length)`` of ``granule``-sized blocks that differ, merged."""
     x = np.frombuffer(a, dtype=np.uint8, count=length)
     y = np.frombuffer(b, dtype=np.uint8, count=length)

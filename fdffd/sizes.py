@@ -27,24 +27,26 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 def parse_size(value: str | int) -> int:
     """Parse ``"64MiB"`` and friends to bytes; raise ValueError with the reason."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as \"64MiB\", got a boolean")
+        raise ValueError('expected a size such as "64MiB", got a boolean')
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative ({value})")
         return value
     m = _SIZE.match(value)
     if not m:
-        raise ValueError(f"{value!r} is not a size; write a number and a unit such as \"64MiB\"")
+        raise ValueError(f'{value!r} is not a size; write a number and a unit such as "64MiB"')
     number, unit = m.group(1), m.group(2).lower()
     if unit not in _UNITS:
-        raise ValueError(f"unknown unit {m.group(2)!r} in {value!r}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")
+        raise ValueError(
+            f"unknown unit {m.group(2)!r} in {value!r}; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+        )
     factor = _UNITS[unit]
     if "." in number:
         whole, frac = number.split(".")
         num = int(whole) * factor + (int(frac) * factor) // (10 ** len(frac))
     else:
         num = int(number) * factor
-    return num
+    return int(num)
 
 
 def format_size(n: int) -> str:

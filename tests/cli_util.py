@@ -26,8 +26,11 @@ class Run:
 def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     """A config with its state under ``tmp_path``; loop devices allowed unless overridden."""
     body = {
-        "station": {"id": "test-station", "state_dir": str(tmp_path / "state"),
-                    "payload_dir": str(tmp_path / "payloads")},
+        "station": {
+            "id": "test-station",
+            "state_dir": str(tmp_path / "state"),
+            "payload_dir": str(tmp_path / "payloads"),
+        },
         "drives": {"allow_loop": True},
         "job": {"profile": ""},  # wipe only, unless a test imports a payload profile
     }
@@ -45,8 +48,14 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
 
 def fdffctl(*args: str, timeout: float = 600) -> Run:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.run([sys.executable, "-m", "fdffd.cli.ctl", *args], capture_output=True, text=True,
-                       timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [sys.executable, "-m", "fdffd.cli.ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     return Run(p.returncode, p.stdout, p.stderr)
 
 

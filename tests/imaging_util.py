@@ -59,9 +59,8 @@ def render_layout(
                         assert chunk, f"{src.entry.source} is shorter than its extent"
                         os.pwrite(fd, chunk, ext.offset + done)
                         done += len(chunk)
-            elif isinstance(src, Fill):
-                if fill_free:
-                    _random_fill(fd, ext.offset, ext.length, rng)
+            elif isinstance(src, Fill) and fill_free:
+                _random_fill(fd, ext.offset, ext.length, rng)
             pos = ext.end
         if fill_free and pos < layout.volume_bytes:
             _random_fill(fd, pos, layout.volume_bytes - pos, rng)

@@ -22,14 +22,18 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_match_the_design() -> None:
     """With no file, the defaults are DESIGN.md's."""
     c = Config()
-    assert c.drives.buses == ["usb"] and c.drives.min_size == 64 << 20 and c.drives.max_size == 8 << 40
+    assert (
+        c.drives.buses == ["usb"] and c.drives.min_size == 64 << 20 and c.drives.max_size == 8 << 40
+    )
     assert c.job.passes == 1 and c.job.verify == "full" and c.job.counterfeit == "reject"
     assert c.job.workers == 8 and c.job.filesystem == "auto" and not c.drives.allow_loop
 
 
 def test_full_example_loads(tmp_path: Path) -> None:
     """The example config of DESIGN.md loads, sizes parsed."""
-    p = _write(tmp_path, """
+    p = _write(
+        tmp_path,
+        """
 [station]
 id = "station-1"
 state_dir = "/var/lib/fdffd"
@@ -48,7 +52,8 @@ label = ""
 counterfeit = "reject"
 profile = "default"
 workers = 8
-""")
+""",
+    )
     c = load_config(p)
     assert c.drives.max_size == 8 << 40
 
@@ -56,18 +61,20 @@ workers = 8
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("[drives]\nmin_sise = \"1GiB\"\n", "drives.min_sise: unknown key"),
-        ("[drives]\nmin_size = \"12 parsecs\"\n", "drives.min_size: unknown unit"),
-        ("[drives]\nmin_size = \"lots\"\n", "drives.min_size: 'lots' is not a size"),
-        ("[job]\npasses = \"two\"\n", "job.passes:"),
-        ("[job]\ncounterfeit = \"ignore\"\n", "job.counterfeit:"),
+        ('[drives]\nmin_sise = "1GiB"\n', "drives.min_sise: unknown key"),
+        ('[drives]\nmin_size = "12 parsecs"\n', "drives.min_size: unknown unit"),
+        ('[drives]\nmin_size = "lots"\n', "drives.min_size: 'lots' is not a size"),
+        ('[job]\npasses = "two"\n', "job.passes:"),
+        ('[job]\ncounterfeit = "ignore"\n', "job.counterfeit:"),
         ("[job]\nworkers = 0\n", "job.workers:"),
-        ("[drives]\nmin_size = \"2TiB\"\nmax_size = \"1TiB\"\n", "min_size"),
+        ('[drives]\nmin_size = "2TiB"\nmax_size = "1TiB"\n', "min_size"),
         ("[station\nid=1", "not valid TOML"),
         ("[colour]\nx = 1\n", "colour: unknown key"),
     ],
 )
-def test_bad_settings_fail_at_load_naming_key_and_reason(tmp_path: Path, text: str, needle: str) -> None:
+def test_bad_settings_fail_at_load_naming_key_and_reason(
+    tmp_path: Path, text: str, needle: str
+) -> None:
     """Each bad setting fails at load with the file, the key and the reason, exit code 2."""
     p = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
@@ -83,9 +90,21 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
-@given(st.integers(min_value=0, max_value=1 << 50), st.sampled_from(["B", "KiB", "MiB", "GiB", "KB", "MB", "GB", ""]))
+@given(
+    st.integers(min_value=0, max_value=1 << 50),
+    st.sampled_from(["B", "KiB", "MiB", "GiB", "KB", "MB", "GB", ""]),
+)
 def test_sizes_round_trip(n: int, unit: str) -> None:
     """A whole number with any unit parses to that many units' bytes."""
-    factor = {"B": 1, "": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30, "KB": 1000, "MB": 10**6, "GB": 10**9}[unit]
+    factor = {
+        "B": 1,
+        "": 1,
+        "KiB": 1024,
+        "MiB": 1 << 20,
+        "GiB": 1 << 30,
+        "KB": 1000,
+        "MB": 10**6,
+        "GB": 10**9,
+    }[unit]
     assert parse_size(f"{n}{unit}") == n * factor
     assert parse_size(f"{n} {unit}") == n * factor

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from .cli_util import Run, fdffctl, write_config
 from fdffd.sim.fakedrive import FakeDrive, FakeSpec
 from fdffd.sim.markers import find_markers, write_markers
+
+from .cli_util import Run, fdffctl, write_config
 
 MiB = 1 << 20
 ANNOUNCED = 256 * MiB
@@ -48,7 +49,9 @@ def test_fake_is_rejected_and_its_real_flash_wiped(
     assert find_markers(drive.path, spec.real) == []
 
 
-def test_wraparound_at_an_odd_size_is_caught_by_verify(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
+def test_wraparound_at_an_odd_size_is_caught_by_verify(
+    tmp_path: Path, fake: Callable[..., FakeDrive]
+) -> None:
     """A wraparound period the probe cannot see is found by the verify pass, exactly."""
     spec = FakeSpec(announced=ANNOUNCED, real=200 * MiB + 12 * 4096, kind="wraparound")
     drive = fake(spec)
@@ -61,12 +64,19 @@ def test_wraparound_at_an_odd_size_is_caught_by_verify(tmp_path: Path, fake: Cal
     assert find_markers(drive.path, spec.real) == []
 
 
-def test_rescue_policy_keeps_the_drive_at_its_real_size(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
-    """With counterfeit = "rescue" a fake is verdict rescued, exit 0, usable within the real size."""
+def test_rescue_policy_keeps_the_drive_at_its_real_size(
+    tmp_path: Path, fake: Callable[..., FakeDrive]
+) -> None:
+    """counterfeit = "rescue": a fake is verdict rescued, exit 0, usable within the real size."""
     spec = FAKES["wraparound"]
     drive = fake(spec)
-    run = fdffctl("process", drive.path, "--config",
-                  str(write_config(tmp_path, job={"counterfeit": "rescue"})), "--json")
+    run = fdffctl(
+        "process",
+        drive.path,
+        "--config",
+        str(write_config(tmp_path, job={"counterfeit": "rescue"})),
+        "--json",
+    )
     assert run.code == 0, run.stderr
     rec = run.record
     assert rec["verdict"] == "rescued"
@@ -111,9 +121,24 @@ def test_dead_drive_fails_with_a_record(tmp_path: Path, fake: Callable[..., Fake
 def _fail_after(drive: FakeDrive, tmp_path: Path, event: str, action: Callable[[], None]) -> Run:
     """Run a job, wait for ``event`` in its log, then do ``action`` to the drive."""
     cfg = write_config(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "fdffd.cli.ctl", "process", drive.path, "--config",
-                             str(cfg), "--json", "--log-level", "info"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fdffd.cli.ctl",
+            "process",
+            drive.path,
+            "--config",
+            str(cfg),
+            "--json",
+            "--log-level",
+            "info",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:
@@ -139,7 +164,9 @@ def test_drive_dying_mid_job_fails_with_a_record(
     assert rec["error"]["stage"] == ("image" if event == "probe.done" else "verify")
 
 
-def test_drive_pulled_mid_job_fails_with_a_record(tmp_path: Path, fake: Callable[..., FakeDrive]) -> None:
+def test_drive_pulled_mid_job_fails_with_a_record(
+    tmp_path: Path, fake: Callable[..., FakeDrive]
+) -> None:
     """The drive's backend vanishing mid-wipe (a pulled stick): exit 5, failed, one record."""
     drive = fake(FakeSpec.honest(256 * MiB))
     run = _fail_after(drive, tmp_path, "probe.done", drive.kill_server)

@@ -12,8 +12,13 @@ from fdffd.devices.facts import DeviceFacts, clean_untrusted
 from fdffd.job.gate import evaluate
 
 GiB = 1 << 30
-USB = DeviceFacts(path="/dev/sdz", name="sdz", bus="usb", port="pci-0000:00:14.0-usb-0:3:1.0-scsi-0:0:0:0",
-                  size_bytes=16 * GiB)
+USB = DeviceFacts(
+    path="/dev/sdz",
+    name="sdz",
+    bus="usb",
+    port="pci-0000:00:14.0-usb-0:3:1.0-scsi-0:0:0:0",
+    size_bytes=16 * GiB,
+)
 POLICY = DrivesSection()
 
 
@@ -90,15 +95,26 @@ def test_admitted_devices_break_no_rule(facts: DeviceFacts, policy: DrivesSectio
     assert facts.exists and facts.is_block and facts.whole_disk
     assert not (facts.mounted or facts.swap or facts.holders or facts.hosts or facts.read_only)
     assert policy.min_size <= facts.size_bytes <= policy.max_size and facts.size_bytes > 0
-    assert (facts.bus == "loop" and policy.allow_loop) or (facts.bus != "loop" and facts.bus in policy.buses)
+    assert (facts.bus == "loop" and policy.allow_loop) or (
+        facts.bus != "loop" and facts.bus in policy.buses
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(facts=facts_strategy)
 def test_no_policy_switches_off_a_hard_rule(facts: DeviceFacts) -> None:
     """The most permissive policy still refuses a mounted, held, swap, system or read-only disk."""
-    lax = DrivesSection(buses=["usb", "ata", "nvme", "mmc", ""], allow_loop=True, min_size=0, max_size=1 << 60)
-    if facts.mounted or facts.swap or facts.holders or facts.hosts or facts.read_only or not facts.whole_disk:
+    lax = DrivesSection(
+        buses=["usb", "ata", "nvme", "mmc", ""], allow_loop=True, min_size=0, max_size=1 << 60
+    )
+    if (
+        facts.mounted
+        or facts.swap
+        or facts.holders
+        or facts.hosts
+        or facts.read_only
+        or not facts.whole_disk
+    ):
         assert evaluate(facts, lax) is not None
 
 

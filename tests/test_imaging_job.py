@@ -63,8 +63,19 @@ def _partition_image(dev_path: str, tmp: Path) -> Path:
         mbr = parse_mbr(f.read(512))
     (part,) = mbr.entries
     img = tmp / "part.img"
-    subprocess.run(["dd", f"if={dev_path}", f"of={img}", "bs=512", f"skip={part.first_lba}",
-                    f"count={part.sectors}", "conv=sparse", "status=none"], check=True)
+    subprocess.run(
+        [
+            "dd",
+            f"if={dev_path}",
+            f"of={img}",
+            "bs=512",
+            f"skip={part.first_lba}",
+            f"count={part.sectors}",
+            "conv=sparse",
+            "status=none",
+        ],
+        check=True,
+    )
     return img
 
 
@@ -72,8 +83,9 @@ def _partition_image(dev_path: str, tmp: Path) -> Path:
 def _exfat_mount(img: Path) -> Iterator[Path]:
     with loop_device(backing=img, read_only=True) as dev:
         mnt = Path(tempfile.mkdtemp(prefix="fdffd-exfat-"))
-        subprocess.run(["mount.exfat-fuse", "-o", "ro", dev.path, str(mnt)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount.exfat-fuse", "-o", "ro", dev.path, str(mnt)], check=True, capture_output=True
+        )
         try:
             yield mnt
         finally:
@@ -88,8 +100,12 @@ def _read_back(img: Path, fs: str, tmp: Path) -> tuple[dict[str, bytes], set[str
         out = tmp / "mcopy"
         out.mkdir()
         env = dict(os.environ, MTOOLS_SKIP_CHECK="1", LC_ALL="C.UTF-8")
-        subprocess.run(["mcopy", "-s", "-n", "-i", str(img), "::/", str(out)], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            ["mcopy", "-s", "-n", "-i", str(img), "::/", str(out)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         return _tree_of(out)
     fsck = subprocess.run(["fsck.exfat", "-n", str(img)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
@@ -127,7 +143,9 @@ def test_finished_drive_reads_back_exactly_the_payload(
     assert dirs == want_dirs
 
 
-def test_two_drives_from_one_profile_differ(tmp_path: Path, profile: Path, loop: Callable[..., LoopDevice]) -> None:
+def test_two_drives_from_one_profile_differ(
+    tmp_path: Path, profile: Path, loop: Callable[..., LoopDevice]
+) -> None:
     """Two drives imaged from one profile differ in volume serial and disk identifier."""
     a, b = loop(96 * MiB), loop(96 * MiB)
     ra, rb = _job(tmp_path, a.path), _job(tmp_path, b.path)
@@ -139,7 +157,7 @@ def test_two_drives_from_one_profile_differ(tmp_path: Path, profile: Path, loop:
 def test_rescued_wraparound_fake_is_a_working_drive(
     tmp_path: Path, profile: Path, fake: Callable[..., FakeDrive]
 ) -> None:
-    """A wraparound fake under rescue: verdict rescued, partition inside the real size, files intact."""
+    """A wraparound fake under rescue: rescued, partition inside the real size, files intact."""
     spec = FakeSpec(announced=256 * MiB, real=64 * MiB, kind="wraparound")
     drive = fake(spec)
     rec = _job(tmp_path, drive.path, counterfeit="rescue")
@@ -151,8 +169,10 @@ def test_rescued_wraparound_fake_is_a_working_drive(
     assert (files, dirs) == _tree_of(profile)
 
 
-def test_payload_too_large_fails_after_wiping(tmp_path: Path, profile: Path, loop: Callable[..., LoopDevice]) -> None:
-    """A payload that does not fit: exit 5 with both sizes; the drive is still wiped and verified."""
+def test_payload_too_large_fails_after_wiping(
+    tmp_path: Path, profile: Path, loop: Callable[..., LoopDevice]
+) -> None:
+    """A payload that does not fit: exit 5 with both sizes; the drive is still wiped, verified."""
     big = tmp_path / "big"
     big.mkdir()
     (big / "film.mkv").write_bytes(b"\0" * (80 * MiB))
@@ -167,12 +187,20 @@ def test_payload_too_large_fails_after_wiping(tmp_path: Path, profile: Path, loo
     assert rec["wipe"]["verified_bytes"] == dev.size
 
 
-def test_missing_profile_is_refused_before_touching_the_drive(tmp_path: Path, loop: Callable[..., LoopDevice]) -> None:
+def test_missing_profile_is_refused_before_touching_the_drive(
+    tmp_path: Path, loop: Callable[..., LoopDevice]
+) -> None:
     """A job naming a profile that was never imported exits 2 and writes nothing."""
     dev = loop(64 * MiB)
     with open(dev.path, "r+b") as f:
         f.write(b"DONOR" * 100)
-    run = fdffctl("process", dev.path, "--config", str(write_config(tmp_path, job={"profile": "films"})), "--json")
+    run = fdffctl(
+        "process",
+        dev.path,
+        "--config",
+        str(write_config(tmp_path, job={"profile": "films"})),
+        "--json",
+    )
     assert run.code == 2
     assert "fdffctl payload add" in run.record["error"]["message"]
     with open(dev.path, "rb") as f:

@@ -8,15 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fdffd.audit import load_public_key, verify
-
-from .cli_util import device_sha256, fdffctl, write_config
 from fdffd.sim.loopdev import LoopDevice
 from fdffd.sim.markers import find_markers, write_markers
+
+from .cli_util import device_sha256, fdffctl, write_config
 
 MiB = 1 << 20
 
 
-def test_honest_drive_is_wiped_verified_and_recorded(tmp_path: Path, loop: Callable[..., LoopDevice]) -> None:
+def test_honest_drive_is_wiped_verified_and_recorded(
+    tmp_path: Path, loop: Callable[..., LoopDevice]
+) -> None:
     """An honest drive: exit 0, verdict ok, whole surface verified, no donor marker left."""
     dev = loop(96 * MiB)
     assert write_markers(dev.path, dev.size) > 0
@@ -37,14 +39,18 @@ def test_honest_drive_is_wiped_verified_and_recorded(tmp_path: Path, loop: Calla
 def test_multiple_passes_are_recorded(tmp_path: Path, loop: Callable[..., LoopDevice]) -> None:
     """passes = 3 writes the surface three times, the last being the image pass."""
     dev = loop(64 * MiB)
-    run = fdffctl("process", dev.path, "--config", str(write_config(tmp_path, job={"passes": 3})), "--json")
+    run = fdffctl(
+        "process", dev.path, "--config", str(write_config(tmp_path, job={"passes": 3})), "--json"
+    )
     assert run.code == 0, run.stderr
     rec = run.record
     assert rec["wipe"]["passes"] == 3 and rec["wipe"]["bytes_written"] == 3 * dev.size
     assert [s["name"] for s in rec["stages"]][2:5] == ["wipe-1", "wipe-2", "image"]
 
 
-def test_each_job_appends_one_chained_record(tmp_path: Path, loop: Callable[..., LoopDevice]) -> None:
+def test_each_job_appends_one_chained_record(
+    tmp_path: Path, loop: Callable[..., LoopDevice]
+) -> None:
     """Two jobs (one refused) make two lines in the audit log, and the chain verifies."""
     cfg = write_config(tmp_path)
     dev = loop(64 * MiB)
@@ -127,7 +133,7 @@ def test_partition_is_refused(tmp_path: Path, loop: Callable[..., LoopDevice]) -
 def test_bad_config_exits_2(tmp_path: Path) -> None:
     """A config with a typo exits 2 naming the key, before touching any device."""
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[drives]\nallow_lop = true\n')
+    cfg.write_text("[drives]\nallow_lop = true\n")
     run = fdffctl("process", "/dev/null", "--config", str(cfg))
     assert run.code == 2
     assert "drives.allow_lop: unknown key" in run.stderr

@@ -37,13 +37,16 @@ def test_auto_chooses_fat32_up_to_32_gib_and_exfat_above() -> None:
     assert choose_filesystem("auto", 32 * GiB + 512, small) == "exfat"
     assert choose_filesystem("auto", 8 * GiB, big) == "exfat"
     assert choose_filesystem("exfat", 1 * GiB, small) == "exfat"
-    with pytest.raises(FileTooLargeError, match="film.mkv"):
+    with pytest.raises(FileTooLargeError, match=r"film\.mkv"):
         choose_filesystem("fat32", 64 * GiB, big)
 
 
 @settings(max_examples=40, deadline=None)
-@given(usable_mib=st.integers(min_value=64, max_value=4 << 20), fs=st.sampled_from(["auto", "fat32", "exfat"]),
-       ids=st.binary(min_size=ID_BYTES, max_size=ID_BYTES))
+@given(
+    usable_mib=st.integers(min_value=64, max_value=4 << 20),
+    fs=st.sampled_from(["auto", "fat32", "exfat"]),
+    ids=st.binary(min_size=ID_BYTES, max_size=ID_BYTES),
+)
 def test_plan_stays_inside_the_usable_size(usable_mib: int, fs: str, ids: bytes) -> None:
     """For any usable size the extents are sorted, disjoint and end inside it."""
     usable = usable_mib * MiB
@@ -84,7 +87,9 @@ def test_payload_that_does_not_fit_names_both_sizes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fs", ["fat32", "exfat"])
 def test_rendering_is_the_plan_over_the_fill(tmp_path: Path, fs: str) -> None:
     """Rendered chunks hold each extent's bytes exactly and the keyed fill everywhere else."""
-    tree = _tree(tmp_path, {"영화/겨울연가 1화.mp4": 3 * MiB + 17, "책/a.txt": 5000, "empty": 0}, ("빈",))
+    tree = _tree(
+        tmp_path, {"영화/겨울연가 1화.mp4": 3 * MiB + 17, "책/a.txt": 5000, "empty": 0}, ("빈",)
+    )
     plan = build_plan(96 * MiB, tree, filesystem=fs, label="FREEDOM", ids=os.urandom(ID_BYTES))
     pattern = Pattern(b"k" * 32, "image")
     expected = {f.path: "0" * 64 for f in tree.files}

@@ -20,7 +20,10 @@ def _check(disk: MemDisk, flush: int = 8 * MiB) -> None:
         return
     assert res.counterfeit, res
     assert res.usable_bytes <= disk.real, (res.usable_bytes, disk.real)
-    assert res.usable_bytes >= disk.real - max(PROBE_BLOCK, disk.real // 100), (res.usable_bytes, disk.real)
+    assert res.usable_bytes >= disk.real - max(PROBE_BLOCK, disk.real // 100), (
+        res.usable_bytes,
+        disk.real,
+    )
 
 
 def test_honest_drive_is_honest() -> None:
@@ -30,8 +33,12 @@ def test_honest_drive_is_honest() -> None:
 
 def test_each_fake_kind_is_found_with_its_kind() -> None:
     """Wraparound, dropped writes (zeros, 0xFF) and I/O errors each give their kind."""
-    for kind, name in (("wraparound", "wraparound"), ("drop-zeros", "dropped-zeros"),
-                       ("drop-ff", "dropped-ff"), ("ioerror", "io-error")):
+    for kind, name in (
+        ("wraparound", "wraparound"),
+        ("drop-zeros", "dropped-zeros"),
+        ("drop-ff", "dropped-ff"),
+        ("ioerror", "io-error"),
+    ):
         disk = MemDisk(announced=512 * MiB, real=100 * MiB + 12 * 4096, kind=kind)
         res = probe_capacity(disk, KEY, flush_bytes=8 * MiB)
         assert res.kind == name

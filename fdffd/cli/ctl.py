@@ -71,13 +71,17 @@ def _print_summary(rec: dict[str, Any]) -> None:
     if rec["error"]:
         print(f"  {rec['error']['message']}")
     if cap["announced_bytes"]:
-        line = f"  capacity: announced {format_size(cap['announced_bytes'])}, usable {format_size(cap['usable_bytes'])}"
+        announced, usable = format_size(cap["announced_bytes"]), format_size(cap["usable_bytes"])
+        line = f"  capacity: announced {announced}, usable {usable}"
         if cap["counterfeit"]:
             line += f" (counterfeit: {cap['kind']})"
         print(line)
     if wipe["bytes_written"]:
-        print(f"  wiped {format_size(wipe['bytes_written'])} in {wipe['passes']} pass(es), "
-              f"verified {format_size(wipe['verified_bytes'])}, mismatched {wipe['mismatched_bytes']} bytes")
+        print(
+            f"  wiped {format_size(wipe['bytes_written'])} in {wipe['passes']} pass(es), "
+            f"verified {format_size(wipe['verified_bytes'])}, "
+            f"mismatched {wipe['mismatched_bytes']} bytes"
+        )
     for start, n in wipe["bad_ranges"][:10]:
         print(f"  bad range: {start}+{n}")
     print(f"  job {rec['job_id']}")
@@ -95,7 +99,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from ..pattern import new_job_key
 
     cfg = _config(args)
-    facts = gather(args.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
+    facts = gather(
+        args.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
+    )
     refusal = evaluate(facts, cfg.drives)
     if refusal:
         raise RefusedError(refusal.detail, device=args.device, rule=refusal.rule)
@@ -116,10 +122,67 @@ def cmd_probe(args: argparse.Namespace) -> int:
         _print_json(out)
     else:
         verdict = f"COUNTERFEIT ({res.kind})" if res.counterfeit else "honest"
-        print(f"{args.device}: {verdict}: announces {res.announced_bytes} bytes, "
-              f"usable {res.usable_bytes} bytes ({res.seconds:.2f} s)")
+        print(
+            f"{args.device}: {verdict}: announces {res.announced_bytes} bytes, "
+            f"usable {res.usable_bytes} bytes ({res.seconds:.2f} s)"
+        )
         print("  note: the probe overwrote data at the probed positions")
     return ExitCode.COUNTERFEIT if res.counterfeit else ExitCode.OK
+
+
+# --- payload ---------------------------------------------------------------------------
+
+
+def cmd_payload_add(args: argparse.Namespace) -> int:
+    from ..payload import add_profile, format_added, manifest_summary
+
+    cfg = _config(args)
+    manifest = add_profile(
+        cfg.station.payload_dir, args.name, Path(args.src), filesystem=cfg.job.filesystem
+    )
+    if args.json:
+        _print_json(manifest_summary(manifest))
+    else:
+        print(format_added(manifest))
+    return ExitCode.OK
+
+
+def cmd_payload_list(args: argparse.Namespace) -> int:
+    from ..payload import format_list, list_profiles
+
+    cfg = _config(args)
+    infos = list_profiles(cfg.station.payload_dir)
+    if args.json:
+        _print_json(
+            {"payload_dir": str(cfg.station.payload_dir), "profiles": [i.to_json() for i in infos]}
+        )
+    else:
+        print(format_list(infos, cfg.station.payload_dir))
+    return ExitCode.OK
+
+
+def cmd_payload_verify(args: argparse.Namespace) -> int:
+    from ..payload import format_verify, verify_profile
+
+    cfg = _config(args)
+    report = verify_profile(cfg.station.payload_dir, args.name)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(format_verify(report))
+    return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def cmd_payload_prune(args: argparse.Namespace) -> int:
+    from ..payload import format_pruned, prune_profile
+
+    cfg = _config(args)
+    report = prune_profile(cfg.station.payload_dir, args.name, keep=args.keep)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(format_pruned(report))
+    return ExitCode.OK
 
 
 # --- audit -----------------------------------------------------------------------------
@@ -135,9 +198,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"no public key at {pub}; pass --pubkey FILE")
     result = verify(log_path, load_public_key(pub))
     if args.json:
-        _print_json({"ok": result.ok, "summary": result.summary(), "lines": result.lines_checked}
-                    | ({"failure": {"line": result.failure.line, "reason": result.failure.reason}}
-                       if result.failure else {}))
+        _print_json(
+            {"ok": result.ok, "summary": result.summary(), "lines": result.lines_checked}
+            | (
+                {"failure": {"line": result.failure.line, "reason": result.failure.reason}}
+                if result.failure
+                else {}
+            )
+        )
     else:
         print(result.summary())
     return ExitCode.OK if result.ok else ExitCode.FAILED
@@ -152,7 +220,10 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
     if moved is None:
         print(f"{log_path}: no torn last line; nothing to repair")
     else:
-        print(f"{log_path}: the torn last line was moved to {moved}; the log ends on a whole line again")
+        print(
+            f"{log_path}: the torn last line was moved to {moved}; "
+            "the log ends on a whole line again"
+        )
     return ExitCode.OK
 
 
@@ -181,9 +252,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
-    common.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
-                        help="log events at this level and above to stderr (default warning)")
+    common.add_argument(
+        "--config", metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH} if present)"
+    )
+    common.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log events at this level and above to stderr (default warning)",
+    )
     reporting = argparse.ArgumentParser(add_help=False)
     reporting.add_argument("--json", action="store_true", help="print JSON")
 
@@ -191,29 +268,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fdffctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sp = sub.add_parser("process", parents=[common, reporting], help="run one whole job on DEVICE in the foreground")
+    sp = sub.add_parser(
+        "process", parents=[common, reporting], help="run one whole job on DEVICE in the foreground"
+    )
     sp.add_argument("device", metavar="DEVICE")
     sp.set_defaults(func=cmd_process)
 
-    sp = sub.add_parser("probe", parents=[common, reporting], help="fake-capacity probe (destructive)")
+    sp = sub.add_parser(
+        "probe", parents=[common, reporting], help="fake-capacity probe (destructive)"
+    )
     sp.add_argument("device", metavar="DEVICE")
     sp.set_defaults(func=cmd_probe)
 
+    payload = sub.add_parser("payload", help="import, list, verify or prune payload profiles")
+    psub = payload.add_subparsers(dest="payload_command", required=True, metavar="SUBCOMMAND")
+    sp = psub.add_parser(
+        "add", parents=[common, reporting], help="import SRC_DIR as a new version of profile NAME"
+    )
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("src", metavar="SRC_DIR")
+    sp.set_defaults(func=cmd_payload_add)
+    sp = psub.add_parser(
+        "list", parents=[common, reporting], help="every profile and its current version"
+    )
+    sp.set_defaults(func=cmd_payload_list)
+    sp = psub.add_parser(
+        "verify", parents=[common, reporting], help="re-hash profile NAME against its manifest"
+    )
+    sp.add_argument("name", metavar="NAME")
+    sp.set_defaults(func=cmd_payload_verify)
+    sp = psub.add_parser(
+        "prune", parents=[common, reporting], help="remove old versions of NAME not in use"
+    )
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--keep", type=int, default=1, metavar="N", help="versions to keep (default 1)")
+    sp.set_defaults(func=cmd_payload_prune)
+
     audit = sub.add_parser("audit", help="verify or summarise the audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
-    sp = asub.add_parser("verify", parents=[common, reporting], help="check every line's chain and signature")
-    sp.add_argument("--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)")
+    sp = asub.add_parser(
+        "verify", parents=[common, reporting], help="check every line's chain and signature"
+    )
+    sp.add_argument(
+        "--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)"
+    )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_verify)
-    sp = asub.add_parser("repair", parents=[common],
-                         help="move a torn last line (power cut mid-append) to a side file")
+    sp = asub.add_parser(
+        "repair",
+        parents=[common],
+        help="move a torn last line (power cut mid-append) to a side file",
+    )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_repair)
-    sp = asub.add_parser("report", parents=[common, reporting], help="drives by verdict, bytes, speeds")
+    sp = asub.add_parser(
+        "report", parents=[common, reporting], help="drives by verdict, bytes, speeds"
+    )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_report)
 
-    sp = sub.add_parser("demo", parents=[common], help="process simulated drives (loop devices, a counterfeit)")
+    sp = sub.add_parser(
+        "demo", parents=[common], help="process simulated drives (loop devices, a counterfeit)"
+    )
     sp.add_argument("--keep", action="store_true", help="keep the demo state dir")
     sp.set_defaults(func=cmd_demo)
     return p

@@ -17,8 +17,12 @@ from ..errors import ExitCode, FdffdError
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fdffd", description="fdffd station daemon")
-    p.add_argument("--config", metavar="FILE", default=None,
-                   help=f"config file (default {DEFAULT_CONFIG_PATH} if present)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config file (default {DEFAULT_CONFIG_PATH} if present)",
+    )
     p.add_argument("--check-config", action="store_true", help="validate the config and exit")
     p.add_argument("--version", action="version", version=f"fdffd {__version__}")
     args = p.parse_args(argv)
@@ -31,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print("fdffd: config ok")
         return ExitCode.OK
-    print("fdffd: the hotplug station daemon is not available in this version; "
-          "process drives one at a time with `fdffctl process DEVICE`", file=sys.stderr)
+    print(
+        "fdffd: the hotplug station daemon is not available in this version; "
+        "process drives one at a time with `fdffctl process DEVICE`",
+        file=sys.stderr,
+    )
     return ExitCode.USAGE
 
 

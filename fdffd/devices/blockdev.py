@@ -157,7 +157,9 @@ class BlockDevice:
             except OSError as err:
                 raise self._error(err, offset + done) from err
             if n <= 0:
-                raise DeviceIOError("short write", device=self.path, stage=self.stage, offset=offset + done)
+                raise DeviceIOError(
+                    "short write", device=self.path, stage=self.stage, offset=offset + done
+                )
             done += n
 
     def pread(self, buf: memoryview, offset: int) -> None:
@@ -170,7 +172,9 @@ class BlockDevice:
             except OSError as err:
                 raise self._error(err, offset + done) from err
             if n <= 0:
-                raise DeviceIOError("short read", device=self.path, stage=self.stage, offset=offset + done)
+                raise DeviceIOError(
+                    "short read", device=self.path, stage=self.stage, offset=offset + done
+                )
             done += n
 
     def flush(self) -> None:

@@ -71,7 +71,7 @@ def _udev_properties(path: str) -> dict[str, str]:
         ctx = pyudev.Context()
         dev = pyudev.Devices.from_device_file(ctx, path)
         return {str(k): str(v) for k, v in dev.properties.items()}
-    except Exception:  # noqa: BLE001 - no udev database is a normal case (sysfs fallback)
+    except Exception:
         return {}
 
 
@@ -120,8 +120,14 @@ def _bus_from_sysfs(sysdir: Path, name: str) -> str:
         real = str(sysdir.resolve())
     except OSError:
         return ""
-    for marker, bus in (("/usb", "usb"), ("/mmc", "mmc"), ("/nvme", "nvme"), ("/ata", "ata"),
-                        ("/virtio", "virtio"), ("/scsi", "scsi")):
+    for marker, bus in (
+        ("/usb", "usb"),
+        ("/mmc", "mmc"),
+        ("/nvme", "nvme"),
+        ("/ata", "ata"),
+        ("/virtio", "virtio"),
+        ("/scsi", "scsi"),
+    ):
         if marker in real:
             return bus
     return ""
@@ -139,7 +145,11 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
     devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
     sysdir = SYS_BLOCK / name
     whole = not (sysdir / "partition").exists()
-    partitions = tuple(sorted(p.name for p in sysdir.iterdir() if (p / "partition").exists())) if whole else ()
+    partitions = (
+        tuple(sorted(p.name for p in sysdir.iterdir() if (p / "partition").exists()))
+        if whole
+        else ()
+    )
     members = [name, *partitions]
     member_devnums: dict[tuple[int, int], str] = {}
     for m in members:
@@ -164,7 +174,7 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         if (dn and dn in member_devnums) or real in members:
             swap.append(dev)
 
-    holders = []
+    holders: list[str] = []
     for m in members:
         hdir = SYS_BLOCK / m / "holders"
         if hdir.is_dir():
@@ -193,7 +203,9 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
     if name.startswith("loop"):
         bus = "loop"
     diskseq_s = props.get("DISKSEQ") or _read(sysdir / "diskseq")
-    vendor = props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR") or _read(sysdir / "device" / "vendor")
+    vendor = (
+        props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR") or _read(sysdir / "device" / "vendor")
+    )
     model = props.get("ID_MODEL_ENC") or props.get("ID_MODEL") or _read(sysdir / "device" / "model")
     serial = props.get("ID_SERIAL_SHORT") or _read(sysdir / "device" / "serial")
     if name.startswith("loop") and not vendor:

@@ -9,6 +9,7 @@ payload file's bytes go; every byte it does not list is keyed fill.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 
 from ..errors import FileTooLargeError
@@ -29,8 +30,9 @@ def choose_filesystem(choice: str, usable_bytes: int, tree: Tree) -> str:
     big = [f for f in tree.files if f.size > FAT32_FILE_LIMIT]
     if choice == "fat32":
         if big:
-            raise FileTooLargeError(path=big[0].path, size=big[0].size, filesystem="FAT32",
-                                    limit=FAT32_FILE_LIMIT)
+            raise FileTooLargeError(
+                path=big[0].path, size=big[0].size, filesystem="FAT32", limit=FAT32_FILE_LIMIT
+            )
         return "fat32"
     if choice == "exfat":
         return "exfat"
@@ -119,20 +121,36 @@ def build_plan(
     if len(ids) != ID_BYTES:
         raise ValueError(f"ids must be {ID_BYTES} random bytes")
     fs = choose_filesystem(filesystem, usable_bytes, tree)
-    part = plan_partition(usable_bytes, fs_type=fs, disk_id=ids[:DISK_ID_BYTES], sector_bytes=sector_bytes)
+    part = plan_partition(
+        usable_bytes, fs_type=fs, disk_id=ids[:DISK_ID_BYTES], sector_bytes=sector_bytes
+    )
     volume_id = int.from_bytes(ids[DISK_ID_BYTES:], "little") or 1
     if fs == "fat32":
-        vol = build_fat32(part.partition_bytes, tree, volume_id=volume_id, label=label,
-                          hidden_sectors=part.partition_offset // sector_bytes, sector_bytes=sector_bytes)
+        vol = build_fat32(
+            part.partition_bytes,
+            tree,
+            volume_id=volume_id,
+            label=label,
+            hidden_sectors=part.partition_offset // sector_bytes,
+            sector_bytes=sector_bytes,
+        )
     else:
-        vol = build_exfat(part.partition_bytes, tree, volume_id=volume_id, label=label,
-                          partition_offset_sectors=part.partition_offset // sector_bytes,
-                          sector_bytes=sector_bytes)
+        vol = build_exfat(
+            part.partition_bytes,
+            tree,
+            volume_id=volume_id,
+            label=label,
+            partition_offset_sectors=part.partition_offset // sector_bytes,
+            sector_bytes=sector_bytes,
+        )
     extents = [e for e in part.extents if not isinstance(e.source, Fill)]
-    extents += [Extent(part.partition_offset + e.offset, e.length, e.source)
-                for e in vol.extents if not isinstance(e.source, Fill)]
+    extents += [
+        Extent(part.partition_offset + e.offset, e.length, e.source)
+        for e in vol.extents
+        if not isinstance(e.source, Fill)
+    ]
     extents.sort(key=lambda e: e.offset)
-    for a, b in zip(extents, extents[1:], strict=False):
+    for a, b in itertools.pairwise(extents):
         if a.end > b.offset:
             raise AssertionError(f"imaging extents overlap at {b.offset}")
     if extents and extents[-1].end > usable_bytes:

@@ -41,8 +41,11 @@ def _hard_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
         return Refusal("whole-disk", "a partition, not a whole disk; give the disk itself")
     for host in ("root", "state_dir", "payload_dir"):
         if host in f.hosts:
-            what = {"root": "the root filesystem /", "state_dir": "the fdffd state dir",
-                    "payload_dir": "the payload dir"}[host]
+            what = {
+                "root": "the root filesystem /",
+                "state_dir": "the fdffd state dir",
+                "payload_dir": "the payload dir",
+            }[host]
             return Refusal("system-disk", f"holds {what}")
     if f.mounted:
         return Refusal("mounted", f"mounted at {', '.join(f.mounted)}; unmount it first")
@@ -53,7 +56,9 @@ def _hard_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
     if f.size_bytes <= 0:
         return Refusal("no-media", "no medium (size 0); insert a card or attach the drive")
     if f.read_only:
-        return Refusal("read-only", "write-protected: the drive refuses writes (flip its lock switch)")
+        return Refusal(
+            "read-only", "write-protected: the drive refuses writes (flip its lock switch)"
+        )
     return None
 
 
@@ -67,9 +72,15 @@ def _policy_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
     if policy.ports and not any(fnmatchcase(f.port, glob) for glob in policy.ports):
         return Refusal("port", f"port {f.port or 'unknown'!r} matches no glob in drives.ports")
     if f.size_bytes < policy.min_size:
-        return Refusal("size", f"{format_size(f.size_bytes)} is below drives.min_size "
-                               f"({format_size(policy.min_size)})")
+        return Refusal(
+            "size",
+            f"{format_size(f.size_bytes)} is below drives.min_size "
+            f"({format_size(policy.min_size)})",
+        )
     if f.size_bytes > policy.max_size:
-        return Refusal("size", f"{format_size(f.size_bytes)} is above drives.max_size "
-                               f"({format_size(policy.max_size)})")
+        return Refusal(
+            "size",
+            f"{format_size(f.size_bytes)} is above drives.max_size "
+            f"({format_size(policy.max_size)})",
+        )
     return None

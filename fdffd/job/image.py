@@ -51,8 +51,9 @@ class PayloadCheck:
 class ImageSurface(FillPlan):
     """A ``surface.Plan`` over an ``ImagePlan``: keyed fill in the gaps."""
 
-    def __init__(self, plan: ImagePlan, pattern: Pattern, expected_sha256: dict[str, str],
-                 granule: int = 512) -> None:
+    def __init__(
+        self, plan: ImagePlan, pattern: Pattern, expected_sha256: dict[str, str], granule: int = 512
+    ) -> None:
         super().__init__(pattern, granule)
         self.plan = plan
         self.written = PayloadCheck(expected_sha256)
@@ -70,7 +71,9 @@ class ImageSurface(FillPlan):
             fd = self._fds[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
-    def _overlay(self, out: memoryview, offset: int, length: int, *, files: bool) -> list[tuple[int, int, FileData]]:
+    def _overlay(
+        self, out: memoryview, offset: int, length: int, *, files: bool
+    ) -> list[tuple[int, int, FileData]]:
         """Render fill and metadata; file data too when ``files``.  Returns the file
         segments (relative start, length, source) of the chunk."""
         segs = self.plan.segments(offset, length)
@@ -111,7 +114,9 @@ class ImageSurface(FillPlan):
     def render(self, out: memoryview, offset: int, length: int) -> None:
         self._overlay(out, offset, length, files=True)
 
-    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+    def check(
+        self, got: memoryview, scratch: memoryview, offset: int, length: int
+    ) -> list[tuple[int, int]]:
         for rel, n, src in self._overlay(scratch, offset, length, files=False):
             self.read_back.update(src.entry.path, got[rel : rel + n])
             scratch[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash

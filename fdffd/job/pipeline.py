@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from contextlib import ExitStack
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +25,15 @@ from ..errors import (
     FdffdError,
     JobFailedError,
     PayloadChangedError,
+    PayloadError,
     PayloadTooLargeError,
     RefusedError,
 )
 from ..imaging.plan import ID_BYTES, build_plan
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
-from ..sizes import format_size
 from ..payload.profiles import Profile, check_before_job, open_profile
+from ..sizes import format_size
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
@@ -74,12 +75,31 @@ def _base_record(job: _Job, started: str) -> dict[str, Any]:
         "started_at": started,
         "finished_at": started,
         "verdict": "failed",
-        "device": {"path": job.device, "port": "", "bus": "", "vendor": "", "model": "",
-                   "serial_hmac": None, "announced_bytes": 0, "logical_sector": 512},
-        "capacity": {"announced_bytes": 0, "usable_bytes": 0, "counterfeit": False, "kind": None,
-                     "probe_seconds": 0.0},
-        "wipe": {"pattern": PATTERN_NAME, "passes": job.config.job.passes, "bytes_written": 0,
-                 "verified_bytes": 0, "mismatched_bytes": 0, "bad_ranges": []},
+        "device": {
+            "path": job.device,
+            "port": "",
+            "bus": "",
+            "vendor": "",
+            "model": "",
+            "serial_hmac": None,
+            "announced_bytes": 0,
+            "logical_sector": 512,
+        },
+        "capacity": {
+            "announced_bytes": 0,
+            "usable_bytes": 0,
+            "counterfeit": False,
+            "kind": None,
+            "probe_seconds": 0.0,
+        },
+        "wipe": {
+            "pattern": PATTERN_NAME,
+            "passes": job.config.job.passes,
+            "bytes_written": 0,
+            "verified_bytes": 0,
+            "mismatched_bytes": 0,
+            "bad_ranges": [],
+        },
         "filesystem": None,
         "payload": None,
         "stages": job.stages,
@@ -87,12 +107,20 @@ def _base_record(job: _Job, started: str) -> dict[str, Any]:
     }
 
 
-def _identify(rec: dict[str, Any], facts: DeviceFacts, dev: BlockDevice,
-              serial_hmac: Callable[[str], str] | None) -> None:
+def _identify(
+    rec: dict[str, Any],
+    facts: DeviceFacts,
+    dev: BlockDevice,
+    serial_hmac: Callable[[str], str] | None,
+) -> None:
     rec["device"].update(
-        port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
+        port=facts.port,
+        bus=facts.bus,
+        vendor=facts.vendor,
+        model=facts.model,
         serial_hmac=serial_hmac(facts.serial) if (serial_hmac and facts.serial) else None,
-        announced_bytes=dev.size, logical_sector=dev.geometry.logical_sector,
+        announced_bytes=dev.size,
+        logical_sector=dev.geometry.logical_sector,
     )
     rec["capacity"]["announced_bytes"] = dev.size
     rec["capacity"]["usable_bytes"] = dev.size
@@ -129,9 +157,13 @@ def run_job(
         exit_code = err.exit_code
         event = "gate.refused" if isinstance(err, RefusedError) else f"job.{err.verdict}"
         log.warning(event, error=err.message)
-    except Exception as err:  # noqa: BLE001 - a job's failure stays inside its drive
+    except Exception as err:
         rec["verdict"] = "failed"
-        rec["error"] = {"code": "internal", "message": f"{type(err).__name__}: {err}", "stage": None}
+        rec["error"] = {
+            "code": "internal",
+            "message": f"{type(err).__name__}: {err}",
+            "stage": None,
+        }
         exit_code = JobFailedError.exit_code
         log.exception("job.crashed")
     rec["finished_at"] = utc_now_iso()
@@ -147,18 +179,34 @@ def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
         if cfg.job.profile:
             # the profile version is resolved once, and held, for the whole job
             payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
-            check_before_job(payload)
-        facts = gather(job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir)
+            try:
+                check_before_job(payload)
+            except PayloadError as err:  # changed since its manifest: the job fails (exit 5)
+                raise JobFailedError(err.message, device=job.device, stage="admit") from None
+        facts = gather(
+            job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
+        )
         refusal = evaluate(facts, cfg.drives)
-        rec["device"].update(port=facts.port, bus=facts.bus, vendor=facts.vendor, model=facts.model,
-                             announced_bytes=facts.size_bytes)
+        rec["device"].update(
+            port=facts.port,
+            bus=facts.bus,
+            vendor=facts.vendor,
+            model=facts.model,
+            announced_bytes=facts.size_bytes,
+        )
         if refusal:
             raise RefusedError(refusal.detail, device=job.device, rule=refusal.rule, stage="admit")
         dev = stack.enter_context(BlockDevice(job.device, stage="admit"))
         job.stage("admit", time.monotonic() - t0, 0)
         _identify(rec, facts, dev, job.serial_hmac)
-        log.info("job.identified", vendor=facts.vendor, model=facts.model, port=facts.port,
-                 announced=dev.size, diskseq=facts.diskseq)
+        log.info(
+            "job.identified",
+            vendor=facts.vendor,
+            model=facts.model,
+            port=facts.port,
+            announced=dev.size,
+            diskseq=facts.diskseq,
+        )
         return _process(job, rec, dev, payload, log)
 
 
@@ -169,7 +217,9 @@ def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
     return lambda done: cb(stage, done, total)
 
 
-def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile | None, log: Any) -> str:
+def _process(
+    job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile | None, log: Any
+) -> str:
     cfg = job.config
     key = new_job_key()
     sector = dev.geometry.logical_sector
@@ -182,7 +232,9 @@ def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile 
     usable = probe.usable_bytes - probe.usable_bytes % sector
     _set_capacity(rec, usable, probe.kind, probe.seconds)
     if probe.counterfeit:
-        log.warning("probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind)
+        log.warning(
+            "probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind
+        )
     else:
         log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
     image_it = payload is not None and not (probe.counterfeit and cfg.job.counterfeit == "reject")
@@ -204,7 +256,9 @@ def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile 
                 payload = None
             image.close()
             image = _image_surface(job, rec, payload, usable, key, sector, log)
-            more, bad = _surface(job, rec, dev, key, usable, chunk, image, log, first=cfg.job.passes - 1)
+            more, bad = _surface(
+                job, rec, dev, key, usable, chunk, image, log, first=cfg.job.passes - 1
+            )
             written += more
     finally:
         image.close()
@@ -222,8 +276,15 @@ def _process(job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile 
     return _verdict(job, rec, bad, dev.path)
 
 
-def _image_surface(job: _Job, rec: dict[str, Any], payload: Profile | None, usable: int, key: bytes,
-                   sector: int, log: Any) -> FillPlan:
+def _image_surface(
+    job: _Job,
+    rec: dict[str, Any],
+    payload: Profile | None,
+    usable: int,
+    key: bytes,
+    sector: int,
+    log: Any,
+) -> FillPlan:
     """What the last pass writes: the image of the payload, or keyed fill when there is
     none (no profile, a rejected counterfeit, or a payload that does not fit)."""
     fill = FillPlan(Pattern(key, "image"), granule=sector)
@@ -232,19 +293,36 @@ def _image_surface(job: _Job, rec: dict[str, Any], payload: Profile | None, usab
         return fill
     cfg = job.config
     try:
-        plan = build_plan(usable, payload.tree(), filesystem=cfg.job.filesystem, label=cfg.job.label,
-                          ids=os.urandom(ID_BYTES), sector_bytes=sector)
+        plan = build_plan(
+            usable,
+            payload.tree(),
+            filesystem=cfg.job.filesystem,
+            label=cfg.job.label,
+            ids=os.urandom(ID_BYTES),
+            sector_bytes=sector,
+        )
     except PayloadTooLargeError as err:
         # the drive is still wiped and verified; the job fails at the end with both sizes
         job.deferred = err
         log.warning("image.payload_too_large", error=err.message)
         return fill
-    rec["filesystem"] = {"type": plan.fs_type, "label": plan.volume.label, "volume_id": plan.volume_id_text,
-                         "partition_offset": plan.partition.partition_offset,
-                         "partition_bytes": plan.partition.partition_bytes}
-    rec["payload"] = {"profile": payload.name, "manifest_sha256": payload.manifest_sha256,
-                      "files": len(payload.manifest.files), "bytes": payload.total_bytes, "verified": False}
-    log.info("image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes)
+    rec["filesystem"] = {
+        "type": plan.fs_type,
+        "label": plan.volume.label,
+        "volume_id": plan.volume_id_text,
+        "partition_offset": plan.partition.partition_offset,
+        "partition_bytes": plan.partition.partition_bytes,
+    }
+    rec["payload"] = {
+        "profile": payload.name,
+        "manifest_sha256": payload.manifest_sha256,
+        "files": len(payload.manifest.files),
+        "bytes": payload.total_bytes,
+        "verified": False,
+    }
+    log.info(
+        "image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes
+    )
     expected = {f.path: f.sha256 for f in payload.manifest.files}
     return ImageSurface(plan, Pattern(key, "image"), expected, granule=sector)
 
@@ -259,13 +337,26 @@ def _payload_outcome(rec: dict[str, Any], image: FillPlan, path: str, log: Any) 
         damaged = image.read_back.mismatches()
         rec["payload"]["verified"] = not damaged
         if damaged:
-            raise DefectiveError(f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
-                                 device=path, stage="verify")
+            raise DefectiveError(
+                f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
+                device=path,
+                stage="verify",
+            )
         log.info("payload.verified", files=rec["payload"]["files"])
 
 
-def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usable: int, chunk: int,
-             image: FillPlan, log: Any, *, first: int) -> tuple[int, list[tuple[int, int]]]:
+def _surface(
+    job: _Job,
+    rec: dict[str, Any],
+    dev: BlockDevice,
+    key: bytes,
+    usable: int,
+    chunk: int,
+    image: FillPlan,
+    log: Any,
+    *,
+    first: int,
+) -> tuple[int, list[tuple[int, int]]]:
     """Passes ``first`` .. ``passes-1`` over ``[0, usable)`` (the last writes ``image``),
     then the verify pass."""
     cfg = job.config
@@ -278,16 +369,24 @@ def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usabl
         name = "image" if last else f"wipe-{i + 1}"
         dev.stage = name
         plan = image if last else FillPlan(Pattern(key, name), granule=sector)
-        res = write_pass(dev, plan, 0, usable, chunk=chunk, sector=sector,
-                         progress=_report(job, name, usable))
+        res = write_pass(
+            dev, plan, 0, usable, chunk=chunk, sector=sector, progress=_report(job, name, usable)
+        )
         written += res.bytes_done
         bad.extend(res.bad_ranges)
         job.stage(name, res.seconds, res.bytes_done)
         log.info("pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes)
     if cfg.job.verify == "full":
         dev.stage = "verify"
-        vres: PassResult = verify_pass(dev, image, 0, usable, chunk=chunk, sector=sector,
-                                       progress=_report(job, "verify", usable))
+        vres: PassResult = verify_pass(
+            dev,
+            image,
+            0,
+            usable,
+            chunk=chunk,
+            sector=sector,
+            progress=_report(job, "verify", usable),
+        )
         job.stage("verify", vres.seconds, vres.bytes_done)
         rec["wipe"]["verified_bytes"] = vres.bytes_done
         rec["wipe"]["mismatched_bytes"] = vres.bad_bytes
@@ -296,8 +395,9 @@ def _surface(job: _Job, rec: dict[str, Any], dev: BlockDevice, key: bytes, usabl
     return written, merge_ranges(bad)
 
 
-def capacity_from_verify(bad: list[tuple[int, int]], aliases: list[tuple[int, int]],
-                         usable: int) -> int | None:
+def capacity_from_verify(
+    bad: list[tuple[int, int]], aliases: list[tuple[int, int]], usable: int
+) -> int | None:
     """The real capacity the verify pass proves, when it is below ``usable``."""
     periods = [written_for - read_at for read_at, written_for in aliases if written_for > read_at]
     if periods:
@@ -318,12 +418,19 @@ def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: s
     cap = rec["capacity"]
     if bad:
         total = sum(n for _, n in bad)
-        raise DefectiveError(f"{format_size(total)} of bad flash in {len(bad)} range(s) inside the "
-                             f"real capacity", device=path, stage="verify")
+        raise DefectiveError(
+            f"{format_size(total)} of bad flash in {len(bad)} range(s) inside the real capacity",
+            device=path,
+            stage="verify",
+        )
     if cap["counterfeit"] and job.config.job.counterfeit == "reject":
-        raise CounterfeitError(f"{cap['kind']}; its real capacity was wiped and verified",
-                               device=path, announced=cap["announced_bytes"],
-                               usable=cap["usable_bytes"], stage="verify")
+        raise CounterfeitError(
+            f"{cap['kind']}; its real capacity was wiped and verified",
+            device=path,
+            announced=cap["announced_bytes"],
+            usable=cap["usable_bytes"],
+            stage="verify",
+        )
     if job.deferred is not None:
         raise job.deferred
     if cap["counterfeit"]:

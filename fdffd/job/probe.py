@@ -158,7 +158,9 @@ class _Prober:
     def run_round(self, rnd: int, positions: list[int]) -> list[_Reading]:
         own = Pattern(self.job_key, f"probe-{rnd}")
         flush = Pattern(self.job_key, f"probe-flush-{rnd}")
-        failed_writes = {p for p in sorted(positions, reverse=True) if not self._write_block(own, p)}
+        failed_writes = {
+            p for p in sorted(positions, reverse=True) if not self._write_block(own, p)
+        }
         self._flush_region(flush)
         readings = []
         for p in positions:
@@ -196,8 +198,12 @@ def probe_capacity(
                 suspects.extend(range(first_bad_flush, pr.flush, block))
                 first_bad_flush = None
             if first_bad_flush == 0:
-                raise DeviceIOError("the drive keeps no data at all (every probe block fails)",
-                                    device=getattr(disk, "path", "?"), stage="probe", offset=0)
+                raise DeviceIOError(
+                    "the drive keeps no data at all (every probe block fails)",
+                    device=getattr(disk, "path", "?"),
+                    stage="probe",
+                    offset=0,
+                )
             if first_bad_flush is not None:
                 # Less real flash than the flush region: nothing above it can be trusted.
                 good_hi, bad_lo, kind = first_bad_flush - block, first_bad_flush, "unknown"
@@ -265,8 +271,11 @@ def _check_flush_region(pr: _Prober, suspects: list[int]) -> int | None:
         pr.read += n
         want = pattern.bytes_at(off, n)
         if got != want:
-            failing.extend(off + b for b in range(0, n, pr.block)
-                           if got[b : b + pr.block] != want[b : b + pr.block])
+            failing.extend(
+                off + b
+                for b in range(0, n, pr.block)
+                if got[b : b + pr.block] != want[b : b + pr.block]
+            )
         off += n
     tail = pr.flush
     for b in reversed(failing):

@@ -31,7 +31,9 @@ class Plan(Protocol):
 
     def render(self, out: memoryview, offset: int, length: int) -> None: ...
 
-    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+    def check(
+        self, got: memoryview, scratch: memoryview, offset: int, length: int
+    ) -> list[tuple[int, int]]:
         """Compare a chunk read back (``scratch`` is a buffer of the same size to render
         the expectation into); return mismatching ranges (absolute offsets)."""
         ...
@@ -63,11 +65,15 @@ class FillPlan:
     def close(self) -> None:
         """Release what the plan holds open (nothing, for plain fill)."""
 
-    def check(self, got: memoryview, scratch: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+    def check(
+        self, got: memoryview, scratch: memoryview, offset: int, length: int
+    ) -> list[tuple[int, int]]:
         self.render(scratch, offset, length)
         return self._compare(got, scratch, offset, length)
 
-    def _compare(self, got: memoryview, expected: memoryview, offset: int, length: int) -> list[tuple[int, int]]:
+    def _compare(
+        self, got: memoryview, expected: memoryview, offset: int, length: int
+    ) -> list[tuple[int, int]]:
         if first_mismatch(got, expected, length) < 0:
             return []
         ranges = mismatch_ranges(got, expected, length, self.granule)
@@ -137,7 +143,7 @@ def _pipelined(
                 first(buf, off, n)
                 full.put((buf, off, n))
             full.put(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+        except BaseException as exc:
             full.put(exc)
 
     t = threading.Thread(target=producer, name="fdffd-io", daemon=True)
@@ -186,13 +192,22 @@ class _BadBudget:
         if self.dead_chunks >= 2:
             if not os.path.exists(self.device):
                 raise DriveRemovedError(device=self.device, stage=stage)
-            raise DeviceIOError("the drive stopped responding (every I/O fails)",
-                                device=self.device, stage=stage, offset=offset)
+            raise DeviceIOError(
+                "the drive stopped responding (every I/O fails)",
+                device=self.device,
+                stage=stage,
+                offset=offset,
+            )
 
 
 def _split_io(
-    io: Callable[[memoryview, int], None], buf: memoryview, offset: int, length: int, sector: int,
-    budget: _BadBudget, stage: str,
+    io: Callable[[memoryview, int], None],
+    buf: memoryview,
+    offset: int,
+    length: int,
+    sector: int,
+    budget: _BadBudget,
+    stage: str,
 ) -> list[tuple[int, int]]:
     """Redo a failed chunk in 64 KiB pieces, then failed pieces sector by sector."""
     failed_pieces = []
@@ -216,8 +231,15 @@ def _split_io(
 
 
 def write_pass(
-    disk: Disk, plan: Plan, start: int, end: int, *, chunk: int, sector: int,
-    progress: Progress | None = None, bad_limit: int = 64 << 20,
+    disk: Disk,
+    plan: Plan,
+    start: int,
+    end: int,
+    *,
+    chunk: int,
+    sector: int,
+    progress: Progress | None = None,
+    bad_limit: int = 64 << 20,
 ) -> PassResult:
     """Write ``plan`` over ``[start, end)`` and flush the drive's cache."""
     result = PassResult()
@@ -243,8 +265,15 @@ def write_pass(
 
 
 def verify_pass(
-    disk: Disk, plan: Plan, start: int, end: int, *, chunk: int, sector: int,
-    progress: Progress | None = None, bad_limit: int = 64 << 20,
+    disk: Disk,
+    plan: Plan,
+    start: int,
+    end: int,
+    *,
+    chunk: int,
+    sector: int,
+    progress: Progress | None = None,
+    bad_limit: int = 64 << 20,
 ) -> PassResult:
     """Read ``[start, end)`` back and compare every byte with ``plan``."""
     result = PassResult()

@@ -39,10 +39,17 @@ class DemoDrive:
 
 DRIVES = (
     DemoDrive("honest stick, 256 MiB", 256 * MiB),
-    DemoDrive("counterfeit (wraps at 128 MiB of 512 MiB)", 512 * MiB, real=128 * MiB, kind="wraparound"),
+    DemoDrive(
+        "counterfeit (wraps at 128 MiB of 512 MiB)", 512 * MiB, real=128 * MiB, kind="wraparound"
+    ),
     DemoDrive("honest stick, 384 MiB, exFAT forced", 384 * MiB),
-    DemoDrive("counterfeit, rescue policy (drops writes past 96 MiB)", 384 * MiB, real=96 * MiB,
-              kind="drop-zeros", policy="rescue"),
+    DemoDrive(
+        "counterfeit, rescue policy (drops writes past 96 MiB)",
+        384 * MiB,
+        real=96 * MiB,
+        kind="drop-zeros",
+        policy="rescue",
+    ),
     DemoDrive("write-protected stick", 128 * MiB, read_only=True),
 )
 
@@ -67,13 +74,21 @@ def _make_payload(root: Path) -> Path:
 
 
 def _config(root: Path, drive: DemoDrive) -> Config:
-    return config_from_dict({
-        "station": {"id": "demo-station", "state_dir": str(root / "state"),
-                    "payload_dir": str(root / "payloads")},
-        "drives": {"allow_loop": True},
-        "job": {"profile": "demo", "counterfeit": drive.policy,
-                "filesystem": "exfat" if "exFAT" in drive.label else "auto"},
-    })
+    return config_from_dict(
+        {
+            "station": {
+                "id": "demo-station",
+                "state_dir": str(root / "state"),
+                "payload_dir": str(root / "payloads"),
+            },
+            "drives": {"allow_loop": True},
+            "job": {
+                "profile": "demo",
+                "counterfeit": drive.policy,
+                "filesystem": "exfat" if "exFAT" in drive.label else "auto",
+            },
+        }
+    )
 
 
 @contextmanager
@@ -116,7 +131,10 @@ def _outcome_line(rec: dict[str, Any]) -> str:
     cap = rec["capacity"]
     parts = [f"{verdict:<12}"]
     if cap["announced_bytes"]:
-        parts.append(f"announced {format_size(cap['announced_bytes'])}, usable {format_size(cap['usable_bytes'])}")
+        parts.append(
+            f"announced {format_size(cap['announced_bytes'])}, "
+            f"usable {format_size(cap['usable_bytes'])}"
+        )
     if rec.get("filesystem"):
         fs = rec["filesystem"]
         parts.append(f"{fs['type']} serial {fs['volume_id']}")
@@ -136,7 +154,9 @@ def run_demo(*, keep: bool = False, out: Any = None) -> int:
 
     out = out or sys.stdout
     if os.geteuid() != 0:
-        print("fdffctl demo: run as root (it creates loop devices and FUSE mounts)", file=sys.stderr)
+        print(
+            "fdffctl demo: run as root (it creates loop devices and FUSE mounts)", file=sys.stderr
+        )
         return ExitCode.USAGE
     configure(json=False, level="error")
     root = Path(tempfile.mkdtemp(prefix="fdffd-demo-", dir="/var/tmp"))
@@ -144,8 +164,11 @@ def run_demo(*, keep: bool = False, out: Any = None) -> int:
     try:
         print(f"fdffd demo: state in {root}", file=out)
         manifest = add_profile(root / "payloads", "demo", _make_payload(root))
-        print(f"imported payload profile 'demo': {len(manifest.files)} files, "
-              f"{format_size(manifest.total_bytes)}, manifest {manifest.manifest_sha256[:12]}…\n", file=out)
+        print(
+            f"imported payload profile 'demo': {len(manifest.files)} files, "
+            f"{format_size(manifest.total_bytes)}, manifest {manifest.manifest_sha256[:12]}…\n",
+            file=out,
+        )
         keys = StationKeys.load_or_create(root / "state")
         progress = _Progress(out)
         for i, drive in enumerate(DRIVES, 1):
@@ -157,8 +180,11 @@ def run_demo(*, keep: bool = False, out: Any = None) -> int:
                 outcome = run_job(cfg, path, serial_hmac=keys.serial_hmac, status=progress)
                 progress.clear()
                 AuditLog(cfg.audit_log, keys).append(outcome.record)
-                print(f"    {_outcome_line(outcome.record)}  ({time.monotonic() - t:.1f} s, exit {outcome.exit_code})",
-                      file=out)
+                print(
+                    f"    {_outcome_line(outcome.record)}  "
+                    f"({time.monotonic() - t:.1f} s, exit {outcome.exit_code})",
+                    file=out,
+                )
         log = root / "state" / "audit.jsonl"
         result = verify(log, load_public_key(root / "state" / "station.pub"))
         print(f"\naudit log: {result.summary()}", file=out)
