@@ -1,0 +1,178 @@
+"""The results as one text table (and the machine it ran on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .machine import one_line
+
+MiB = 1 << 20
+GiB = 1 << 30
+HEADER = ("section", "case", "fdffd", "reference", "ratio", "note")
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= GiB and n % (GiB // 4) == 0:
+        return f"{n / GiB:g} GiB"
+    if n >= MiB:
+        return f"{n / MiB:.1f} MiB".replace(".0 MiB", " MiB")
+    return f"{n} B"
+
+
+def secs(x: float | None) -> str:
+    if x is None:
+        return "?"
+    return f"{x:.3f} s" if x < 1 else f"{x:.2f} s"
+
+
+def spread(s: dict[str, Any]) -> str:
+    if not s or s.get("n", 0) < 2:
+        return ""
+    return f" (±{s['spread'] * 50:.0f}%)"
+
+
+def _job_rows(row: dict[str, Any]) -> list[tuple[str, ...]]:
+    p = row["passes"]
+    ratio = row["ratio"]
+    ref = (
+        f"dd {p}×{secs(row['dd_write_s']['median'])} w + {secs(row['dd_read_s']['median'])} r"
+        f" = {secs(row['bound_s'])}"
+    )
+    verdict = ",".join(row["verdicts"])
+    note = f"target ≤{row['target_ratio']:.2f}x: {'met' if row['met'] else 'MISSED'}"
+    if verdict != "ok":
+        note += f"; verdict {verdict}"
+    stages = " · ".join(f"{k} {v:.2f}" for k, v in row["stages_s"].items())
+    stages += f" · outside stages {row['outside_stages_s']:.2f}"
+    cpu = row["cpu_s_per_gb"]
+    return [
+        (
+            "job",
+            f"{size(row['size'])}, passes={p}",
+            secs(row["job_s"]["median"]) + spread(row["job_s"]),
+            ref
+            + (
+                f" (w{spread(row['dd_write_s'])} r{spread(row['dd_read_s'])})".replace(" (±", " ±")
+                if row["dd_write_s"]["n"] > 1
+                else ""
+            ),
+            f"{ratio:.2f}x",
+            note,
+        ),
+        (
+            "",
+            "  stages (s)",
+            stages,
+            "",
+            f"{row['ratio_in_stages']:.2f}x",
+            "inside the stages only",
+        ),
+        (
+            "",
+            "  CPU per GB",
+            f"{cpu:.2f} s/GB" if cpu is not None else "?",
+            f"dd {row['dd_cpu_s_per_gb']:.2f} s/GB",
+            "",
+            f"user {row['cpu_user_s']:.2f} + sys {row['cpu_sys_s']:.2f} s over "
+            f"{row['surface_bytes'] / 1e9:.2f} GB written+verified",
+        ),
+    ]
+
+
+def _payload_rows(p: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "skipped" in p:
+        return [("payload", "", "skipped", "", "", p["skipped"])]
+    case = f"{size(p['size'])}, {size(p['payload_bytes'])} in {p['payload_files']} files"
+    note = f"target ≤{p['target_ratio']:.2f}x: {'met' if p['met'] else 'MISSED'}"
+    note += f"; {','.join(p['verdicts'])}, {p.get('filesystem')}"
+    note += f", payload verified={p.get('payload_verified')}"
+    stages = " · ".join(f"{k} {v:.2f}" for k, v in p["stages_s"].items())
+    stages += f" · outside stages {p['outside_stages_s']:.2f}"
+    rows = [
+        (
+            "payload",
+            case,
+            secs(p["job_s"]["median"]) + spread(p["job_s"]),
+            f"dd bound {secs(p['bound_s'])}",
+            f"{p['ratio']:.2f}x",
+            note,
+        ),
+        ("", "  stages (s)", stages, "", "", f"import (payload add) {secs(p['import_s'])}"),
+    ]
+    u = p["usual"]
+    if "skipped" in u:
+        rows.append(("", "  usual way", "", "skipped", "", u["skipped"]))
+    else:
+        chain = " + ".join(f"{k} {v:.2f}" for k, v in u["steps_s"].items())
+        rows.append(
+            (
+                "",
+                "  usual way",
+                secs(p["job_s"]["median"]),
+                f"{chain} = {secs(u['total_s']['median'])}{spread(u['total_s'])}",
+                f"{p['ratio_to_usual']:.2f}x",
+                "job / chain; the chain neither wipes nor verifies free space",
+            )
+        )
+    return rows
+
+
+def _probe_cell(t: dict[str, Any] | None) -> str:
+    if t is None:
+        return "not run"
+    verdict = "/".join(t["verdicts"])
+    mark = (
+        "right"
+        if t["right"] == t["runs"]
+        else ("WRONG" if t["right"] == 0 else f"{t['right']}/{t['runs']} right")
+    )
+    own = t["own_s"]["median"]
+    return f"{verdict}, {size(t['usable'])}, {secs(own)}{spread(t['own_s'])}: {mark}"
+
+
+def _probe_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    out = []
+    for i, r in enumerate(rows):
+        fd, f3 = r["fdffd"], r["f3probe"]
+        ratio = ""
+        if f3 and fd["own_s"]["median"] and f3["own_s"]["median"]:
+            ratio = f"{fd['own_s']['median'] / f3['own_s']['median']:.2f}x"
+        why = "; ".join(
+            f"{name}: {w}"
+            for name, t in (("fdffd", fd), ("f3probe", f3))
+            if t
+            for w in t["why_wrong"]
+        )
+        out.append(
+            ("probe" if i == 0 else "", r["case"], _probe_cell(fd), _probe_cell(f3), ratio, why)
+        )
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, ...]] = []
+    for row in results.get("job", []):
+        rows += _job_rows(row)
+    if "payload" in results:
+        rows += _payload_rows(results["payload"])
+    rows += _probe_rows(results.get("probe", []))
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    sep = "  "
+
+    def line(r: tuple[str, ...]) -> str:
+        return sep.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
+    out = [f"machine: {one_line(results['machine'])}", ""]
+    out.append(line(HEADER))
+    out.append(sep.join("-" * w for w in widths))
+    prev = None
+    for r in rows:
+        if r[0] and prev is not None:
+            out.append("")
+        out.append(line(r))
+        prev = r
+    out.append("")
+    out += [f"note: {n}" for n in results.get("notes", [])]
+    return "\n".join(out) + "\n"
