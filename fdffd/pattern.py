@@ -23,6 +23,7 @@ SLACK = BLOCK - 1
 PATTERN_NAME = "aes128-ctr(offset/16)"
 
 _ZEROS = bytes(16 << 20)
+_ZERO_VIEW = memoryview(_ZEROS)  # slicing a memoryview copies nothing
 
 
 def new_job_key() -> bytes:
@@ -54,7 +55,7 @@ class Pattern:
         done = 0
         while done < length:
             n = min(length - done, len(_ZEROS))
-            enc.update_into(_ZEROS[:n] if n < len(_ZEROS) else _ZEROS, out[done : done + n + SLACK])
+            enc.update_into(_ZERO_VIEW[:n], out[done : done + n + SLACK])
             done += n
 
     def decode_offset(self, block: bytes | memoryview) -> int | None:

@@ -88,10 +88,12 @@ def test_too_small_refused(tmp_path: Path, loop: Callable[..., LoopDevice]) -> N
 def test_mounted_drive_refused(tmp_path: Path, loop: Callable[..., LoopDevice]) -> None:
     """A drive with a mounted filesystem: exit 6, rule mounted, not one byte changed."""
     dev = loop(64 * MiB)
-    subprocess.run(["mkfs.ext4", "-q", "-F", dev.path], check=True)
+    # no lazy init and a read-only mount: the kernel itself must not change the disk meanwhile
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    dev.path], check=True)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    subprocess.run(["mount", dev.path, str(mnt)], check=True)
+    subprocess.run(["mount", "-o", "ro", dev.path, str(mnt)], check=True)
     try:
         _refused(tmp_path, dev.path, "mounted")
     finally:

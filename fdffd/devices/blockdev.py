@@ -17,6 +17,7 @@ import mmap
 import os
 import stat
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,23 @@ BLKRRPART = 0x125F
 
 #: errno values that mean the drive is gone, not that a sector is bad
 GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ESHUTDOWN})
+
+
+#: how long to wait for the disk's flock: udevd holds a shared one while it probes a disk
+#: that just changed (systemd's block device locking), which takes a moment
+LOCK_WAIT = 10.0
+
+
+def _lock_exclusive(fd: int, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def aligned_buffer(size: int, slack: int = 4096) -> mmap.mmap:
@@ -101,12 +119,14 @@ class BlockDevice:
                     rule="read-only",
                 ) from None
             raise self._error(err, 0) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _lock_exclusive(self.fd, LOCK_WAIT):
             os.close(self.fd)
             self.fd = -1
-            raise RefusedError("locked by another process", device=path, rule="exclusive") from None
+            raise RefusedError(
+                f"locked by another process for over {LOCK_WAIT:.0f} s",
+                device=path,
+                rule="exclusive",
+            )
         self.geometry = query_geometry(self.fd)
         if self.geometry.read_only:
             self.close()

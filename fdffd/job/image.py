@@ -114,10 +114,20 @@ class ImageSurface(FillPlan):
     def render(self, out: memoryview, offset: int, length: int) -> None:
         self._overlay(out, offset, length, files=True)
 
-    def check(
-        self, got: memoryview, scratch: memoryview, offset: int, length: int
+    def expect(self, scratch: memoryview, offset: int, length: int) -> object:
+        return self._overlay(scratch, offset, length, files=False)
+
+    def observe(self, got: memoryview, offset: int, length: int) -> None:
+        for seg in self.plan.segments(offset, length):
+            if isinstance(seg.source, FileData):
+                rel = seg.offset - offset
+                self.read_back.update(seg.source.entry.path, got[rel : rel + seg.length])
+
+    def compare(
+        self, got: memoryview, expected: memoryview, offset: int, length: int, note: object
     ) -> list[tuple[int, int]]:
-        for rel, n, src in self._overlay(scratch, offset, length, files=False):
+        file_segs: list[tuple[int, int, FileData]] = note  # type: ignore[assignment]
+        for rel, n, src in file_segs:
             self.read_back.update(src.entry.path, got[rel : rel + n])
-            scratch[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash
-        return self._compare(got, scratch, offset, length)
+            expected[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash
+        return self._compare(got, expected, offset, length)

@@ -37,7 +37,7 @@ from ..sizes import format_size
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
-from .surface import FillPlan, PassResult, merge_ranges, verify_pass, write_pass
+from .surface import Digests, FillPlan, PassResult, merge_ranges, verify_pass, write_pass
 
 #: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
 TAIL_MIN = 1 << 20
@@ -364,13 +364,21 @@ def _surface(
     passes = cfg.job.passes
     written = 0
     bad: list[tuple[int, int]] = []
+    digests = Digests(0, usable, chunk)
     for i in range(first, passes):
         last = i == passes - 1
         name = "image" if last else f"wipe-{i + 1}"
         dev.stage = name
         plan = image if last else FillPlan(Pattern(key, name), granule=sector)
         res = write_pass(
-            dev, plan, 0, usable, chunk=chunk, sector=sector, progress=_report(job, name, usable)
+            dev,
+            plan,
+            0,
+            usable,
+            chunk=chunk,
+            sector=sector,
+            progress=_report(job, name, usable),
+            digests=digests if last else None,
         )
         written += res.bytes_done
         bad.extend(res.bad_ranges)
@@ -386,6 +394,7 @@ def _surface(
             chunk=chunk,
             sector=sector,
             progress=_report(job, "verify", usable),
+            digests=digests,
         )
         job.stage("verify", vres.seconds, vres.bytes_done)
         rec["wipe"]["verified_bytes"] = vres.bytes_done
