@@ -1,0 +1,507 @@
+"""What ``fdffctl status`` prints and what ``fdffctl watch`` paints: pure renderers of the status.
+
+Input is the status object described in ``fdffd.station.status`` (plain dicts from JSON). The
+renderers trust nothing in it: a missing key, a wrong type or a NaN renders as "unknown", and every
+string is passed through :func:`clean_for_terminal` before it is placed on a line, so drive
+vendor/model strings and error messages cannot move the cursor, change colours or reorder text.
+
+The words a volunteer reads live in one table, :data:`WORDS`; :func:`word_key` picks the entry
+for a port, :func:`volunteer_words` returns it. ``docs/volunteer-card.md`` prints the same
+phrases.
+
+The full-screen view (:func:`render_watch_lines`) returns ``(text, colour)`` lines; ``colour`` is
+one of :data:`COLOURS`. Each port gets the richest layout that fits the height:
+
+- 3 lines + a blank line: words; progress bar, stage, speed, ETA (or the message); the drive,
+- 2 lines + a blank line, then 2 lines without the blank,
+- 1 line + a blank line, then 1 compact line per port (words, bar, percent, stage, ETA),
+- when even that does not fit, the first ports and a line saying how many more there are.
+
+So 7 ports on an 80x24 terminal get two lines each, and 16 ports one compact line each (16 port
+lines + header + footer = 18 of 24). Port order is the daemon's: a port never moves on screen.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from fdffd.sizes import format_size
+from fdffd.station.status import port_name
+
+VERDICTS = ("ok", "rescued", "counterfeit", "defective", "failed", "refused", "interrupted")
+"""The record verdicts (docs/pipeline.md); every one has words in :data:`WORDS`."""
+
+COLOURS = ("green", "red", "yellow", "cyan", "dim", "bold", "plain")
+"""The colour names the renderers use; a terminal without colours maps them to attributes."""
+
+WORDS: dict[str, tuple[str, str]] = {
+    # verdicts of the port's last job
+    "ok": ("DONE - pull it", "green"),
+    "rescued": ("DONE (rescued, smaller) - pull it", "green"),
+    "counterfeit": ("COUNTERFEIT - set aside", "red"),
+    "defective": ("BAD FLASH - set aside", "red"),
+    "failed": ("FAILED - try again or set aside", "yellow"),
+    "failed:removed": ("PULLED - plug it back in", "yellow"),
+    "refused": ("NOT ALLOWED - see operator", "yellow"),
+    "refused:write-protected": ("WRITE-PROTECTED - flip the switch", "yellow"),
+    "interrupted": ("INTERRUPTED - plug it in again", "yellow"),
+    # states without a finished job
+    "active": ("WORKING - don't pull", "cyan"),
+    "queued": ("WAITING - don't pull", "cyan"),
+    "empty": ("EMPTY", "dim"),
+    "idle": ("NOT STARTED - see operator", "yellow"),  # a drive the daemon has not taken
+    "unknown": ("CHECK - see operator", "yellow"),  # a state or verdict this view does not know
+}
+"""Every phrase a volunteer can see, with its colour, by :func:`word_key`."""
+
+UNREACHABLE = "fdffd is not running - ask the operator"
+"""The words shown when the daemon cannot be asked for its status."""
+
+_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_MAX_FIELD = 200
+
+
+# -- untrusted strings and terminal cells ---------------------------------------------------------
+
+
+def clean_for_terminal(untrusted: object, limit: int = _MAX_FIELD) -> str:
+    """A string safe to put on a terminal: whitespace runs become one space; control, format
+    (bidi overrides, zero-width), surrogate, private-use and unassigned characters are dropped;
+    at most ``limit`` characters. Anything that is not a string becomes ``""``."""
+    if not isinstance(untrusted, str):
+        return ""
+    kept: list[str] = []
+    for ch in untrusted[: limit * 4]:
+        if ch.isspace():
+            kept.append(" ")
+        elif unicodedata.category(ch) not in _DROP_CATEGORIES:
+            kept.append(ch)
+    return " ".join("".join(kept).split())[:limit]
+
+
+def _cells(ch: str) -> int:
+    # Wide and full-width characters take two cells; counting every other character as one cell
+    # (even a combining mark, which takes none) errs towards lines that are too short, never long.
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(text: str) -> int:
+    """The terminal cells ``text`` takes at most (wide characters count two)."""
+    return sum(_cells(ch) for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` cells."""
+    if width <= 0:
+        return ""
+    if len(text) * 2 <= width:
+        return text
+    used = 0
+    for i, ch in enumerate(text):
+        used += _cells(ch)
+        if used > width:
+            return text[:i]
+    return text
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, ending in ``...`` when it had to be cut."""
+    if text_width(text) <= width:
+        return text
+    if width < 4:
+        return fit(text, width)
+    return fit(text, width - 3).rstrip() + "..."
+
+
+def _pad(text: str, width: int) -> str:
+    text = fit(text, width)
+    return text + " " * (width - text_width(text))
+
+
+# -- reading the status defensively ----------------------------------------------------------------
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _count(value: object) -> int:
+    number = _number(value)
+    return int(number) if number is not None and 0 <= number < 1e15 else 0
+
+
+def _ports(status: object) -> list[Mapping[str, Any]]:
+    ports = _map(status).get("ports")
+    if not isinstance(ports, list):
+        return []
+    return [_map(p) for p in ports]
+
+
+def _name(port: Mapping[str, Any]) -> str:
+    name = clean_for_terminal(port.get("name"), 12)
+    if name:
+        return name
+    path = port.get("port")
+    device = port.get("device")
+    return (
+        clean_for_terminal(
+            port_name(
+                path if isinstance(path, str) else "", device if isinstance(device, str) else ""
+            ),
+            12,
+        )
+        or "?"
+    )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _has_drive(port: Mapping[str, Any]) -> bool:
+    return bool(clean_for_terminal(port.get("device")) or clean_for_terminal(port.get("drive")))
+
+
+# -- words -----------------------------------------------------------------------------------------
+
+
+def word_key(port: Mapping[str, Any]) -> str:
+    """The :data:`WORDS` entry for a port: its state, or how its last job ended."""
+    port = _map(port)
+    state = port.get("state")
+    if state == "active":
+        return "active"
+    if state == "queued":
+        return "queued"
+    if state not in ("idle", None):
+        return "unknown"
+    last = port.get("last")
+    if isinstance(last, Mapping):
+        verdict = last.get("verdict")
+        message = clean_for_terminal(last.get("message")).lower()
+        if verdict == "failed" and ("removed" in message or "pulled" in message):
+            return "failed:removed"
+        if verdict == "refused" and ("write-protected" in message or "rule: read-only" in message):
+            return "refused:write-protected"
+        return verdict if isinstance(verdict, str) and verdict in VERDICTS else "unknown"
+    return "idle" if _has_drive(port) else "empty"
+
+
+def volunteer_words(port: Mapping[str, Any]) -> tuple[str, str]:
+    """The big words for a port and their colour, e.g. ``("DONE - pull it", "green")``."""
+    return WORDS[word_key(port)]
+
+
+def summary_line(status: Mapping[str, Any]) -> str:
+    """The totals in a few words, e.g. ``"3 active, 1 queued, 41 done, 2 counterfeit"``: every
+    verdict other than ok that happened is named with its count."""
+    totals = _map(_map(status).get("totals"))
+    parts = [f"{_count(totals.get('active'))} active"]
+    queued = _count(totals.get("queued"))
+    if queued:
+        parts.append(f"{queued} queued")
+    parts.append(f"{_count(totals.get('done'))} done")
+    by_verdict = _map(totals.get("by_verdict"))
+    for verdict in VERDICTS[1:]:
+        n = _count(by_verdict.get(verdict))
+        if n:
+            parts.append(f"{n} {verdict}")
+    return ", ".join(parts)
+
+
+# -- small formats ---------------------------------------------------------------------------------
+
+
+def format_eta(seconds: object) -> str:
+    """``h:mm:ss``, or ``-`` when unknown."""
+    value = _number(seconds)
+    if value is None or value < 0:
+        return "-"
+    total = int(value + 0.5)
+    if total >= 1000 * 3600:
+        return ">999h"
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def _speed(bps: object) -> str:
+    value = _number(bps)
+    if value is None or value < 0:
+        return "-"
+    return f"{min(value / 1e6, 99999.0):.1f} MB/s"
+
+
+def _percent_value(port: Mapping[str, Any]) -> float | None:
+    value = _number(port.get("percent"))
+    return None if value is None else min(max(value, 0.0), 100.0)
+
+
+def _percent(port: Mapping[str, Any], decimals: int) -> str:
+    value = _percent_value(port)
+    return "-" if value is None else f"{value:.{decimals}f}%"
+
+
+def _stage(port: Mapping[str, Any]) -> str:
+    return clean_for_terminal(port.get("stage"), 12) or "-"
+
+
+def progress_bar(percent: float | None, width: int) -> str:
+    """``[#####.....]`` in exactly ``width`` cells (at least 3); all dots when unknown."""
+    inner = max(width, 3) - 2
+    done = 0 if percent is None else round(inner * min(max(percent, 0.0), 100.0) / 100.0)
+    return "[" + "#" * done + "." * (inner - done) + "]"
+
+
+def _clock(status: Mapping[str, Any]) -> str:
+    now = _timestamp(status.get("now"))
+    if now is None:
+        return ""
+    try:
+        return now.astimezone().strftime("%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def _uptime(status: Mapping[str, Any]) -> str:
+    now, started = _timestamp(status.get("now")), _timestamp(status.get("started_at"))
+    if now is None or started is None:
+        return ""
+    try:
+        seconds = (now - started).total_seconds()
+    except OverflowError:
+        return ""
+    if seconds < 0:
+        return ""
+    days, rest = divmod(int(seconds), 86400)
+    return (f"{days}d " if days else "") + format_eta(rest)
+
+
+def _message(port: Mapping[str, Any]) -> str:
+    return clean_for_terminal(_map(port.get("last")).get("message"))
+
+
+# -- fdffctl status ------------------------------------------------------------------------------
+
+_ANSI = {
+    "green": "\x1b[1;32m",
+    "red": "\x1b[1;31m",
+    "yellow": "\x1b[1;33m",
+    "cyan": "\x1b[36m",
+    "dim": "\x1b[2m",
+    "bold": "\x1b[1m",
+}
+_RESET = "\x1b[0m"
+
+
+def _paint(text: str, colour: str, color: bool) -> str:
+    code = _ANSI.get(colour) if color else None
+    return f"{code}{text}{_RESET}" if code and text else text
+
+
+def render_status_text(status: Mapping[str, Any], *, color: bool = False, width: int = 100) -> str:
+    """What ``fdffctl status`` prints: the station and its totals, then one line per port (name,
+    drive, state or stage, percent, speed, ETA, and for a finished drive its verdict in words),
+    with a finished job's message on the next line. No line is wider than ``width``; ANSI
+    colours only when ``color``."""
+    status = _map(status)
+    width = max(width, 20)
+    station = clean_for_terminal(status.get("station"), 40) or "?"
+    version = clean_for_terminal(status.get("version"), 20)
+    head = [station]
+    if version:
+        head.append(f"fdffd {version}")
+    uptime = _uptime(status)
+    if uptime:
+        head.append(f"up {uptime}")
+    clock = _clock(status)
+    if clock:
+        head.append(clock)
+    written = _count(_map(status.get("totals")).get("bytes_written"))
+    lines = [
+        _paint(fit(", ".join(head), width), "bold", color),
+        fit(f"{summary_line(status)}; {format_size(written)} written", width),
+        "",
+    ]
+    ports = _ports(status)
+    name_w = max([4, *(text_width(_name(p)) for p in ports)])
+    drive_w = min(max(width - (name_w + 2 + 2 + 11 + 2 + 6 + 2 + 10 + 2 + 8), 10), 32)
+    columns = (
+        ("PORT", name_w),
+        ("DRIVE", drive_w),
+        ("STATE", 11),
+        ("DONE", 6),
+        ("SPEED", 10),
+        ("ETA", 8),
+    )
+    lines.append(fit("  ".join(_pad(t, w) for t, w in columns), width))
+    for port in ports:
+        key = word_key(port)
+        words, colour = WORDS[key]
+        cells = [
+            _pad(_name(port), name_w),
+            _pad(_shorten(clean_for_terminal(port.get("drive")) or "-", drive_w), drive_w),
+        ]
+        if key in ("active", "queued"):
+            cells += [
+                _pad(_stage(port) if key == "active" else "queued", 11),
+                _pad(_percent(port, 1), 6),
+                _pad(_speed(port.get("speed_bps")), 10),
+                format_eta(port.get("eta_seconds")),
+            ]
+            lines.append(fit("  ".join(cells), width))
+            continue
+        verdict = _map(port.get("last")).get("verdict")
+        cells.append(_pad(clean_for_terminal(verdict, 11) or key, 11))
+        row = fit("  ".join(cells) + "  ", width)
+        lines.append(row + _paint(fit(words, width - text_width(row)), colour, color))
+        message = _message(port)
+        if message:
+            indent = " " * (name_w + 2)
+            lines.append(indent + _shorten(message, width - len(indent)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- fdffctl watch -------------------------------------------------------------------------------
+
+# lines per port and blank lines between ports, richest first
+_LAYOUTS = ((3, 1), (2, 1), (2, 0), (1, 1), (1, 0))
+
+
+def _watch_detail(port: Mapping[str, Any], key: str, width: int, speed: bool) -> str:
+    """The progress line of an active port, ``[####....]  42%  image  21.0 MB/s  ETA 0:05:12``,
+    with the bar taking the room left; the drive and the message for the others."""
+    if key == "active":
+        pct = _percent_value(port)
+        # fixed-width fields, so that the bars of all active ports line up and grow together
+        tail = f" {_percent(port, 0):>4}  {_stage(port):<8}"
+        if speed:
+            tail += f"  {_speed(port.get('speed_bps')):>10}"
+        tail += f"  ETA {format_eta(port.get('eta_seconds')):>7}"
+        bar_w = min(width - text_width(tail), 60)
+        if bar_w < 7:
+            return fit(" ".join(tail.split()), width)
+        return progress_bar(pct, bar_w) + tail
+    drive = clean_for_terminal(port.get("drive"))
+    message = _message(port)
+    text = f"{drive}: {message}" if drive and message else drive or message
+    return _shorten(text, width)
+
+
+def _port_rows(
+    port: Mapping[str, Any], lines: int, width: int, words_w: int, name_w: int
+) -> list[tuple[str, str]]:
+    key = word_key(port)
+    words, colour = WORDS[key]
+    label = _pad(f"PORT {_name(port)}", name_w) + "  "
+    indent = " " * text_width(label)
+    room = width - text_width(label)
+    drive = _shorten(clean_for_terminal(port.get("drive")), room)
+    detail_colour = colour if key == "active" else "dim"
+    if lines == 1:
+        head = label + _pad(words, words_w) + "  "
+        detail = _watch_detail(port, key, width - text_width(head), speed=False)
+        return [(fit((head + detail).rstrip(), width), colour)]
+    if lines == 2:
+        return [
+            (fit(label + words, width), colour),
+            (
+                fit(indent + _watch_detail(port, key, room, speed=True), width).rstrip(),
+                detail_colour,
+            ),
+        ]
+    if key == "active":
+        second, third = _watch_detail(port, key, room, speed=True), drive
+    else:
+        second, third = drive, _shorten(_message(port), room)
+    return [
+        (fit(label + words, width), colour),
+        (fit(indent + second, width).rstrip(), detail_colour),
+        (fit(indent + third, width).rstrip(), "dim" if key == "active" else "plain"),
+    ]
+
+
+def render_watch_lines(status: Mapping[str, Any], width: int, height: int) -> list[tuple[str, str]]:
+    """The full-screen view for a volunteer across the table, as ``(text, colour)`` lines: a
+    header, the ports in the richest layout that fits (module docstring), a footer with the
+    totals and the time. At most ``height`` lines of at most ``width`` cells each."""
+    if width <= 0 or height <= 0:
+        return []
+    status = _map(status)
+    ports = _ports(status)
+    station = clean_for_terminal(status.get("station"), 40)
+    header = _spread(f"FDFFD  {station}".rstrip(), "q: quit", width)
+    footer = _spread(summary_line(status), _clock(status), width)
+    if height == 1:
+        return [(footer, "bold")]
+    chrome_top = [(header, "bold")] if height >= 3 else []
+    room = height - len(chrome_top) - 1
+    body = _watch_body(ports, width, room)
+    body += [("", "plain")] * (room - len(body))
+    return [*chrome_top, *body, (footer, "bold")]
+
+
+def _spread(left: str, right: str, width: int) -> str:
+    """``left`` and ``right`` on one line, ``right`` flush right when there is room."""
+    if right and text_width(left) + 2 + text_width(right) <= width:
+        return left + " " * (width - text_width(left) - text_width(right)) + right
+    return fit(left, width)
+
+
+def _watch_body(ports: list[Mapping[str, Any]], width: int, room: int) -> list[tuple[str, str]]:
+    if room <= 0:
+        return []
+    n = len(ports)
+    if n == 0:
+        return [(fit("No ports yet - plug a drive in", width), "dim")]
+    name_w = max(text_width(f"PORT {_name(p)}") for p in ports)
+    words_w = max(text_width(WORDS[word_key(p)][0]) for p in ports)
+    for lines, gap in _LAYOUTS:
+        if n * lines + (n - 1) * gap <= room:
+            break
+    else:
+        lines, gap = 1, 0
+    shown = ports if n <= room else ports[: room - 1]
+    body: list[tuple[str, str]] = []
+    for i, port in enumerate(shown):
+        if i and gap:
+            body.append(("", "plain"))
+        body.extend(_port_rows(port, lines, width, words_w, name_w))
+    if len(shown) < n:
+        body.append(
+            (fit(f"+{n - len(shown)} more ports - make the window taller", width), "yellow")
+        )
+    return body
+
+
+def render_unreachable_lines(detail: str, width: int, height: int) -> list[tuple[str, str]]:
+    """The full screen shown while the daemon does not answer: :data:`UNREACHABLE` in the
+    middle, the reason (cleaned) below it, and that the view keeps retrying."""
+    if width <= 0 or height <= 0:
+        return []
+    message = [
+        (UNREACHABLE, "red"),
+        (_shorten(clean_for_terminal(detail), width), "dim"),
+        ("retrying - this screen comes back by itself", "dim"),
+    ][:height]
+    top = (height - len(message)) // 2
+    lines: list[tuple[str, str]] = [("", "plain")] * top
+    for text, colour in message:
+        text = fit(text, width)
+        lines.append((" " * ((width - text_width(text)) // 2) + text, colour))
+    return lines
