@@ -28,6 +28,7 @@ class StationSection(_Section):
     id: str = Field(default="station-1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     state_dir: Path = Path("/var/lib/fdffd")
     payload_dir: Path = Path("/var/lib/fdffd/payloads")
+    control_socket: Path = Path("/run/fdffd/control.sock")
 
 
 class DrivesSection(_Section):
@@ -58,6 +59,12 @@ class JobSection(_Section):
     chunk: Size = 4 << 20
     #: how much data the probe writes to push its blocks out of an on-drive write cache
     probe_cache_flush: Size = 32 << 20
+    #: a drive slower than this many bytes per second over ``slow_window`` is failed as too
+    #: slow (0 = never)
+    min_speed: Size = 500_000
+    slow_window: float = Field(default=120.0, gt=0)
+    #: power a finished drive off (USB) so the volunteer knows it is safe to pull
+    power_off: bool = False
 
 
 class Config(_Section):

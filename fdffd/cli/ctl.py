@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -128,6 +129,34 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
         print("  note: the probe overwrote data at the probed positions")
     return ExitCode.COUNTERFEIT if res.counterfeit else ExitCode.OK
+
+
+# --- status and watch ------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..station.control import request
+    from ..station.view import render_status_text
+
+    cfg = _config(args)
+    status = request(cfg.station.control_socket, {"cmd": "status"})
+    if args.json:
+        _print_json(status)
+    else:
+        width = shutil.get_terminal_size((100, 24)).columns
+        print(render_status_text(status, color=sys.stdout.isatty(), width=width))
+    return ExitCode.OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from ..station.control import request
+    from ..station.watch import run_watch
+
+    cfg = _config(args)
+    return run_watch(
+        lambda: request(cfg.station.control_socket, {"cmd": "status"}, timeout=0.9),
+        interval=args.interval,
+    )
 
 
 # --- payload ---------------------------------------------------------------------------
@@ -279,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("device", metavar="DEVICE")
     sp.set_defaults(func=cmd_probe)
+
+    sp = sub.add_parser(
+        "status", parents=[common, reporting], help="each port: drive, stage, progress"
+    )
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("watch", parents=[common], help="live full-screen view for volunteers")
+    sp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+    sp.set_defaults(func=cmd_watch)
 
     payload = sub.add_parser("payload", help="import, list, verify or prune payload profiles")
     psub = payload.add_subparsers(dest="payload_command", required=True, metavar="SUBCOMMAND")

@@ -133,6 +133,13 @@ def _bus_from_sysfs(sysdir: Path, name: str) -> str:
     return ""
 
 
+def loop_port(name: str) -> str:
+    """A loop device's "port" is the file it is attached to (``loop:/path``), so that
+    ``drives.ports`` globs can confine the demo and tests to the loop devices they made."""
+    backing = _read(SYS_BLOCK / name / "loop" / "backing_file")
+    return f"loop:{backing}" if backing else ""
+
+
 def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
     """Observe ``path`` and the system around it."""
     name = os.path.basename(os.path.realpath(path))
@@ -216,7 +223,7 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         whole_disk=whole,
         devnum=devnum,
         bus=bus,
-        port=clean_untrusted(props.get("ID_PATH", ""), 128),
+        port=loop_port(name) if bus == "loop" else clean_untrusted(props.get("ID_PATH", ""), 128),
         size_bytes=size,
         read_only=ro,
         partitions=partitions,

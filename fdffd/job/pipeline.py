@@ -142,14 +142,21 @@ def run_job(
     *,
     serial_hmac: Callable[[str], str] | None = None,
     status: StatusCallback | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> JobOutcome:
-    """Run one whole job on ``device``; never raises for anything the drive does."""
+    """Run one whole job on ``device``; never raises for anything the drive does.
+
+    ``status(stage, done, total)`` is called as the job goes; an exception it raises (a
+    cancellation) ends the job with that exception's verdict.  ``on_start(job_id)`` is
+    called before the job touches anything (the station journals the job there)."""
     job = _Job(config, device, serial_hmac, status)
     rec = _base_record(job, utc_now_iso())
     log = get_logger(job_id=job.job_id, device=device)
     log.info("job.started", station=config.station.id)
     exit_code = 0
     try:
+        if on_start is not None:
+            on_start(job.job_id)
         rec["verdict"] = _run(job, rec, log)
     except FdffdError as err:
         rec["verdict"] = err.verdict
@@ -210,6 +217,34 @@ def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
         return _process(job, rec, dev, payload, log)
 
 
+def _status(job: _Job, stage: str, done: int, total: int) -> None:
+    if job.status is not None:
+        job.status(stage, done, total)
+
+
+def interrupted_record(config: Config, entry: dict[str, Any]) -> dict[str, Any]:
+    """The record of a job found in the journal on restart: it was running when the
+    daemon died, and nothing is known of how far it got."""
+    job = _Job(
+        config,
+        str(entry.get("device") or ""),
+        None,
+        None,
+        job_id=str(entry.get("job_id") or uuid.uuid4().hex),
+    )
+    rec = _base_record(job, str(entry.get("started_at") or utc_now_iso()))
+    rec["device"]["port"] = str(entry.get("port") or "")
+    rec["verdict"] = "interrupted"
+    rec["finished_at"] = utc_now_iso()
+    rec["error"] = {
+        "code": "interrupted",
+        "message": "the station stopped during this job (found in the job journal on "
+        "restart); the drive was not finished: plug it in again",
+        "stage": None,
+    }
+    return rec
+
+
 def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
     if job.status is None:
         return None
@@ -227,6 +262,7 @@ def _process(
 
     # probe -----------------------------------------------------------------------------
     dev.stage = "probe"
+    _status(job, "probe", 0, dev.size)
     probe: ProbeResult = probe_capacity(dev, key, flush_bytes=cfg.job.probe_cache_flush)
     job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
     usable = probe.usable_bytes - probe.usable_bytes % sector
@@ -267,6 +303,7 @@ def _process(
 
     # finish ------------------------------------------------------------------------------
     dev.stage = "finish"
+    _status(job, "finish", 0, 0)
     t = time.monotonic()
     dev.flush()
     if isinstance(image, ImageSurface):
@@ -369,6 +406,7 @@ def _surface(
         last = i == passes - 1
         name = "image" if last else f"wipe-{i + 1}"
         dev.stage = name
+        _status(job, name, 0, usable)
         plan = image if last else FillPlan(Pattern(key, name), granule=sector)
         res = write_pass(
             dev,
@@ -386,6 +424,7 @@ def _surface(
         log.info("pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes)
     if cfg.job.verify == "full":
         dev.stage = "verify"
+        _status(job, "verify", 0, usable)
         vres: PassResult = verify_pass(
             dev,
             image,

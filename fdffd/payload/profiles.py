@@ -69,9 +69,18 @@ FAT32_MAX_FILE_BYTES = FOUR_GIB - 1
 #: about the computer the payload came from, and nobody wants them on a drive.
 JUNK_NAMES = frozenset(
     {
-        ".DS_Store", ".Spotlight-V100", ".Trashes", ".fseventsd", ".TemporaryItems",
-        ".DocumentRevisions-V100", "Thumbs.db", "ehthumbs.db", "desktop.ini",
-        "$RECYCLE.BIN", "System Volume Information", ".directory",
+        ".DS_Store",
+        ".Spotlight-V100",
+        ".Trashes",
+        ".fseventsd",
+        ".TemporaryItems",
+        ".DocumentRevisions-V100",
+        "Thumbs.db",
+        "ehthumbs.db",
+        "desktop.ini",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        ".directory",
     }
 )
 _MAX_LISTED_PROBLEMS = 50
@@ -291,28 +300,38 @@ def scan_source(src: Path, *, profile: str) -> tuple[list[SourceEntry], list[Fdf
                 continue
             mode = st.st_mode
             if stat.S_ISLNK(mode):
-                problems.append(_problem(
-                    profile, path,
-                    "is a symbolic link; a profile holds only regular files and directories: "
-                    "replace it with what it points to (cp -L) or remove it",
-                ))
+                problems.append(
+                    _problem(
+                        profile,
+                        path,
+                        "is a symbolic link; a profile holds only regular files and directories: "
+                        "replace it with what it points to (cp -L) or remove it",
+                    )
+                )
             elif stat.S_ISDIR(mode):
                 entries.append(SourceEntry(r, True))
                 stack.append(r)
             elif stat.S_ISREG(mode):
                 if not os.access(path, os.R_OK):
-                    problems.append(_problem(
-                        profile, path, "cannot be read (permission denied); fix its permissions",
-                    ))
+                    problems.append(
+                        _problem(
+                            profile,
+                            path,
+                            "cannot be read (permission denied); fix its permissions",
+                        )
+                    )
                     continue
                 entries.append(SourceEntry(r, False, st.st_size, st.st_mtime_ns))
             else:
                 kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
-                problems.append(_problem(
-                    profile, path,
-                    f"is {kind}, not a regular file; a profile holds only regular files and "
-                    "directories: remove it",
-                ))
+                problems.append(
+                    _problem(
+                        profile,
+                        path,
+                        f"is {kind}, not a regular file; a profile holds only regular files and "
+                        "directories: remove it",
+                    )
+                )
     return entries, problems
 
 
@@ -345,24 +364,30 @@ def plan_import(
             continue  # its parent directory is already reported
         other = by_nfc.setdefault(nfc, e)
         if other is not e:
-            found.append(NameNotAllowedError(
-                path=shown(str(src / e.rel)), profile=profile,
-                detail=(
-                    f"'{shown(parts[-1])}' and '{shown(other.rel.split('/')[-1])}' are the same "
-                    "name once normalised to Unicode NFC, and a reader would show two identical "
-                    "names: remove or rename one"
-                ),
-            ))
+            found.append(
+                NameNotAllowedError(
+                    path=shown(str(src / e.rel)),
+                    profile=profile,
+                    detail=(
+                        f"'{shown(parts[-1])}' and '{shown(other.rel.split('/')[-1])}' are "
+                        "the same name once normalised to Unicode NFC, and a reader would show "
+                        "two identical names: remove or rename one"
+                    ),
+                )
+            )
             if e.is_dir:
                 bad_dirs.add(e.rel)
             continue
         name = nfc.rsplit("/", 1)[-1]
         if name in JUNK_NAMES or name.startswith("._"):
-            found.append(_problem(
-                profile, shown_path,
-                "is a file or folder an operating system leaves behind (Finder, Explorer); "
-                "it would tell a reader about the computer it came from: delete it",
-            ))
+            found.append(
+                _problem(
+                    profile,
+                    shown_path,
+                    "is a file or folder an operating system leaves behind (Finder, Explorer); "
+                    "it would tell a reader about the computer it came from: delete it",
+                )
+            )
             if e.is_dir:
                 bad_dirs.add(e.rel)
             continue
@@ -370,9 +395,13 @@ def plan_import(
             check_component(name, nfc)
             check_tree([nfc])  # ancestors passed already: this checks the path's length
         except NameNotAllowedError as err:
-            found.append(NameNotAllowedError(
-                path=shown(str(shown_path)), detail=err.fields["detail"], profile=profile,
-            ))
+            found.append(
+                NameNotAllowedError(
+                    path=shown(str(shown_path)),
+                    detail=err.fields["detail"],
+                    profile=profile,
+                )
+            )
             if e.is_dir:
                 bad_dirs.add(e.rel)
             continue
@@ -380,25 +409,36 @@ def plan_import(
             plan_dirs.append(nfc)
             continue
         if filesystem == "fat32" and e.size > FAT32_MAX_FILE_BYTES:
-            found.append(FileTooLargeError(
-                path=shown(str(shown_path)), size=e.size, filesystem="FAT32",
-                limit=FAT32_MAX_FILE_BYTES, profile=profile,
-            ))
+            found.append(
+                FileTooLargeError(
+                    path=shown(str(shown_path)),
+                    size=e.size,
+                    filesystem="FAT32",
+                    limit=FAT32_MAX_FILE_BYTES,
+                    profile=profile,
+                )
+            )
         plan_files.append(SourceFile(nfc, src / e.rel, e.size, e.mtime_ns))
     if not found:
         try:
             check_tree([*plan_dirs, *(f.path for f in plan_files)])
         except NameNotAllowedError as err:
-            found.append(NameNotAllowedError(
-                path=shown(str(src / err.fields["path"])), detail=err.fields["detail"],
-                profile=profile,
-            ))
+            found.append(
+                NameNotAllowedError(
+                    path=shown(str(src / err.fields["path"])),
+                    detail=err.fields["detail"],
+                    profile=profile,
+                )
+            )
     if not found and not plan_files:
-        found.append(_problem(
-            profile, src,
-            "holds no files; a profile needs at least one file (empty directories alone "
-            "are not a payload)",
-        ))
+        found.append(
+            _problem(
+                profile,
+                src,
+                "holds no files; a profile needs at least one file (empty directories alone "
+                "are not a payload)",
+            )
+        )
     if len(found) == 1:
         raise found[0]
     if found:
@@ -517,7 +557,8 @@ def _copy_file(f: SourceFile, dest: Path, profile: str) -> str:
         return digest
     except _SourceChanged as why:
         raise _problem(
-            profile, f.source,
+            profile,
+            f.source,
             f"the file changed while it was being imported ({why}); nothing was imported: "
             "import again once nothing writes to the source",
         ) from None
@@ -544,7 +585,10 @@ def _build_version(
             for f in plan.files
         )
         manifest = Manifest(
-            profile=profile, created_at=created_at, directories=plan.dirs, files=records,
+            profile=profile,
+            created_at=created_at,
+            directories=plan.dirs,
+            files=records,
         )
         with open(staging / MANIFEST_FILE, "xb") as fh:
             fh.write(manifest.canonical_bytes())
@@ -574,12 +618,18 @@ def _current_if_same(payload_dir: Path, name: str, manifest: Manifest) -> Manife
     """The current version's manifest when it lists exactly the same tree, else None."""
     try:
         sha = _resolve_current(payload_dir, name)
-        cur = load_manifest(payload_dir / name / VERSIONS_DIR / sha / MANIFEST_FILE,
-                            profile=name, expected_sha256=sha)
+        cur = load_manifest(
+            payload_dir / name / VERSIONS_DIR / sha / MANIFEST_FILE,
+            profile=name,
+            expected_sha256=sha,
+        )
     except PayloadError:
         return None
     same = (cur.profile, cur.directories, cur.files) == (
-        manifest.profile, manifest.directories, manifest.files)
+        manifest.profile,
+        manifest.directories,
+        manifest.files,
+    )
     return cur if same else None
 
 
@@ -621,7 +671,8 @@ def add_profile(
     real_src, real_payload = src.resolve(), payload_dir.resolve()
     if real_payload == real_src or real_src in real_payload.parents:
         raise _problem(
-            name, src,
+            name,
+            src,
             f"holds the payload directory {payload_dir}; import a directory outside it",
         )
     entries, problems = scan_source(src, profile=name)
@@ -637,14 +688,11 @@ def add_profile(
                 _clean_leftovers(pdir)
                 for sub in (VERSIONS_DIR, IN_USE_DIR):
                     (pdir / sub).mkdir(mode=0o755, exist_ok=True)
-                staging, manifest = _build_version(
-                    pdir, plan, profile=name, created_at=created_at
-                )
+                staging, manifest = _build_version(pdir, plan, profile=name, created_at=created_at)
                 same = _current_if_same(payload_dir, name, manifest)
                 if same is not None:  # nothing changed: keep the version id auditors know
                     shutil.rmtree(staging)
-                    get_logger(profile=name).info("payload.unchanged",
-                                                  version=same.manifest_sha256)
+                    get_logger(profile=name).info("payload.unchanged", version=same.manifest_sha256)
                     return same
                 sha = manifest.manifest_sha256
                 target = pdir / VERSIONS_DIR / sha
@@ -668,8 +716,11 @@ def add_profile(
                 payload_dir.rmdir()
         raise
     get_logger(profile=name).info(
-        "payload.imported", version=sha, files=len(manifest.files),
-        bytes=manifest.total_bytes, directories=len(manifest.directories),
+        "payload.imported",
+        version=sha,
+        files=len(manifest.files),
+        bytes=manifest.total_bytes,
+        directories=len(manifest.directories),
     )
     return manifest
 
@@ -749,9 +800,7 @@ def _pin(payload_dir: Path, name: str, version: str | None) -> tuple[int, Profil
 
 
 @contextmanager
-def open_profile(
-    payload_dir: Path, name: str, *, version: str | None = None
-) -> Iterator[Profile]:
+def open_profile(payload_dir: Path, name: str, *, version: str | None = None) -> Iterator[Profile]:
     """Pin the current version of profile ``name`` (or ``version``) for as long as the
     context is open: a shared ``flock`` on ``in-use/<sha256>.lock`` keeps ``prune_profile``
     away; a re-import makes a new version and leaves this one as it is.
@@ -802,8 +851,11 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "profile": self.profile, "current": self.current, "kept": list(self.kept),
-            "removed": list(self.removed), "in_use": list(self.in_use),
+            "profile": self.profile,
+            "current": self.current,
+            "kept": list(self.kept),
+            "removed": list(self.removed),
+            "in_use": list(self.in_use),
         }
 
 
@@ -837,8 +889,9 @@ def prune_profile(payload_dir: Path, name: str, keep: int = 1) -> PruneReport:
     payload_dir = Path(payload_dir)
     check_profile_name(name)
     if keep < 1:
-        raise PayloadError("keep must be at least 1 (the current version is always kept)",
-                           profile=name)
+        raise PayloadError(
+            "keep must be at least 1 (the current version is always kept)", profile=name
+        )
     pdir = payload_dir / name
     if not (pdir / VERSIONS_DIR).is_dir():
         raise _no_such_profile(payload_dir, name)
@@ -906,9 +959,15 @@ class ProfileInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "manifest_sha256": self.manifest_sha256, "files": self.files,
-            "bytes": self.bytes, "directories": self.directories, "created_at": self.created_at,
-            "versions": self.versions, "needs_exfat": self.needs_exfat, "error": self.error,
+            "name": self.name,
+            "manifest_sha256": self.manifest_sha256,
+            "files": self.files,
+            "bytes": self.bytes,
+            "directories": self.directories,
+            "created_at": self.created_at,
+            "versions": self.versions,
+            "needs_exfat": self.needs_exfat,
+            "error": self.error,
         }
 
 
@@ -921,13 +980,24 @@ def list_profiles(payload_dir: Path) -> list[ProfileInfo]:
         try:
             with open_profile(payload_dir, name) as p:
                 m = p.manifest
-                out.append(ProfileInfo(
-                    name, p.manifest_sha256, len(m.files), m.total_bytes, len(m.directories),
-                    m.created_at, count, m.has_file_of_4gib_or_more,
-                ))
+                out.append(
+                    ProfileInfo(
+                        name,
+                        p.manifest_sha256,
+                        len(m.files),
+                        m.total_bytes,
+                        len(m.directories),
+                        m.created_at,
+                        count,
+                        m.has_file_of_4gib_or_more,
+                    )
+                )
         except PayloadError as err:
-            out.append(ProfileInfo(name, None, 0, 0, 0, None, count,
-                                   error=str(err.fields.get("detail", err))))
+            out.append(
+                ProfileInfo(
+                    name, None, 0, 0, 0, None, count, error=str(err.fields.get("detail", err))
+                )
+            )
     return out
 
 
@@ -957,17 +1027,27 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.changed or self.missing_files or self.extra_files
-                    or self.missing_dirs or self.extra_dirs)
+        return not (
+            self.changed
+            or self.missing_files
+            or self.extra_files
+            or self.missing_dirs
+            or self.extra_dirs
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "profile": self.profile, "manifest_sha256": self.manifest_sha256,
-            "root": str(self.root), "ok": self.ok, "files_checked": self.files_checked,
+            "profile": self.profile,
+            "manifest_sha256": self.manifest_sha256,
+            "root": str(self.root),
+            "ok": self.ok,
+            "files_checked": self.files_checked,
             "bytes_checked": self.bytes_checked,
             "changed": [{"path": c.path, "detail": c.detail} for c in self.changed],
-            "missing_files": list(self.missing_files), "extra_files": list(self.extra_files),
-            "missing_dirs": list(self.missing_dirs), "extra_dirs": list(self.extra_dirs),
+            "missing_files": list(self.missing_files),
+            "extra_files": list(self.extra_files),
+            "missing_dirs": list(self.missing_dirs),
+            "extra_dirs": list(self.extra_dirs),
         }
 
 
@@ -996,9 +1076,7 @@ def _walk(root: Path) -> tuple[set[str], set[str], set[str]]:
     return files, dirs, others
 
 
-def verify_profile(
-    payload_dir: Path, name: str, *, version: str | None = None
-) -> VerifyReport:
+def verify_profile(payload_dir: Path, name: str, *, version: str | None = None) -> VerifyReport:
     """Re-hash every file of the current version (or ``version``) against its manifest;
     name every changed, missing or extra file and missing or extra directory."""
     with open_profile(Path(payload_dir), name, version=version) as p:
@@ -1021,9 +1099,12 @@ def verify_profile(
             if size != f.size:
                 changed.append(Changed(f.path, f"is {size} bytes, the manifest says {f.size}"))
             elif digest != f.sha256:
-                changed.append(Changed(
-                    f.path, f"content differs: SHA-256 {digest}, the manifest says {f.sha256}",
-                ))
+                changed.append(
+                    Changed(
+                        f.path,
+                        f"content differs: SHA-256 {digest}, the manifest says {f.sha256}",
+                    )
+                )
         listed = {f.path for f in p.manifest.files}
         want_dirs = set(p.manifest.directories)
         return VerifyReport(
@@ -1050,9 +1131,12 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     """What ``fdffctl payload add --json`` prints (the manifest itself can be long)."""
     return {
-        "profile": manifest.profile, "manifest_sha256": manifest.manifest_sha256,
-        "files": len(manifest.files), "bytes": manifest.total_bytes,
-        "directories": len(manifest.directories), "created_at": manifest.created_at,
+        "profile": manifest.profile,
+        "manifest_sha256": manifest.manifest_sha256,
+        "files": len(manifest.files),
+        "bytes": manifest.total_bytes,
+        "directories": len(manifest.directories),
+        "created_at": manifest.created_at,
         "needs_exfat": manifest.has_file_of_4gib_or_more,
     }
 
@@ -1065,7 +1149,7 @@ def format_added(manifest: Manifest) -> str:
         f"({m.total_bytes} bytes), {_count(len(m.directories), 'directory', 'directories')}",
     ]
     if m.has_file_of_4gib_or_more:
-        lines.append("  holds a file of 4 GiB or more: drives get exFAT (filesystem = \"auto\")")
+        lines.append('  holds a file of 4 GiB or more: drives get exFAT (filesystem = "auto")')
     return "\n".join(lines)
 
 
@@ -1080,23 +1164,33 @@ def format_list(infos: Sequence[ProfileInfo], payload_dir: Path | None = None) -
             rows.append((i.name, "-", "-", "-", "-", "-", str(i.versions)))
             notes.append(f"{i.name}: {i.error}")
             continue
-        rows.append((
-            i.name, (i.manifest_sha256 or "")[:12], str(i.files), format_size(i.bytes),
-            str(i.directories), i.created_at or "-", str(i.versions),
-        ))
+        rows.append(
+            (
+                i.name,
+                (i.manifest_sha256 or "")[:12],
+                str(i.files),
+                format_size(i.bytes),
+                str(i.directories),
+                i.created_at or "-",
+                str(i.versions),
+            )
+        )
         if i.needs_exfat:
             notes.append(f"{i.name}: holds a file of 4 GiB or more (exFAT only)")
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     return "\n".join(lines + notes)
 
 
 def format_verify(report: VerifyReport) -> str:
     r = report
-    head = (f"profile '{r.profile}' version {r.manifest_sha256}: "
-            f"{_count(r.files_checked, 'file')}, "
-            f"{format_size(r.bytes_checked)} checked")
+    head = (
+        f"profile '{r.profile}' version {r.manifest_sha256}: "
+        f"{_count(r.files_checked, 'file')}, "
+        f"{format_size(r.bytes_checked)} checked"
+    )
     if r.ok:
         return f"{head}\nclean: every file and directory matches the manifest"
     lines = [head]
@@ -1106,8 +1200,10 @@ def format_verify(report: VerifyReport) -> str:
     lines += [f"  missing directory: {p}" for p in r.missing_dirs]
     lines += [f"  extra directory: {p}" for p in r.extra_dirs]
     n = len(lines) - 1
-    lines.append(f"{n} difference{'s' if n != 1 else ''}: the profile was changed after import; "
-                 f"import it again with `fdffctl payload add {r.profile} DIR`")
+    lines.append(
+        f"{n} difference{'s' if n != 1 else ''}: the profile was changed after import; "
+        f"import it again with `fdffctl payload add {r.profile} DIR`"
+    )
     return "\n".join(lines)
 
 

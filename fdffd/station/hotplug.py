@@ -1,0 +1,112 @@
+"""Hotplug: udev events for whole disks, as plain ``DiskEvent`` values.
+
+A supervised pyudev monitor (source ``udev``, subsystem ``block``) runs in a thread.  Card
+readers report media through ``change`` events, and so do loop devices, so ``add`` and
+``change`` are treated alike; a disk whose size drops to 0 has lost its medium.  If the
+monitor dies (pyudev raises when its socket overflows under bursts), it is recreated and the
+disks present are enumerated again; the station's DISKSEQ bookkeeping keeps that idempotent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..devices.facts import clean_untrusted, loop_port
+from ..log import get_logger
+
+
+@dataclass(frozen=True)
+class DiskEvent:
+    action: str  # add | change | remove
+    device: str  # /dev/sdb
+    name: str  # sdb
+    diskseq: int | None
+    size_bytes: int
+    port: str  # udev ID_PATH ("" when unknown)
+    bus: str  # udev ID_BUS, "loop" for loop devices
+    vendor: str = ""
+    model: str = ""
+
+    @property
+    def gone(self) -> bool:
+        return self.action == "remove" or self.size_bytes == 0
+
+
+def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
+    """Translate a pyudev ``Device`` into a DiskEvent, or None when it is not a whole disk."""
+    if dev.subsystem != "block" or dev.device_type != "disk":
+        return None
+    name = str(dev.sys_name)
+    props = dev.properties
+    try:
+        size = int(dev.attributes.asint("size")) * 512
+    except (KeyError, ValueError, AttributeError):
+        size = 0
+    seq = props.get("DISKSEQ")
+    bus = "loop" if name.startswith("loop") else str(props.get("ID_BUS", ""))
+    return DiskEvent(
+        action=action,
+        device=str(dev.device_node or f"/dev/{name}"),
+        name=name,
+        diskseq=int(seq) if seq and str(seq).isdigit() else None,
+        size_bytes=size,
+        port=loop_port(name) if bus == "loop" else clean_untrusted(props.get("ID_PATH", ""), 128),
+        bus=bus,
+        vendor=clean_untrusted(props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR", "")),
+        model=clean_untrusted(props.get("ID_MODEL_ENC") or props.get("ID_MODEL", "")),
+    )
+
+
+class HotplugWatch:
+    """Calls ``on_event`` for every whole-disk event, and for every disk present at start."""
+
+    def __init__(self, on_event: Callable[[DiskEvent], None]) -> None:
+        self.on_event = on_event
+        self.log = get_logger(component="hotplug")
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fdffd-hotplug", daemon=True)
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+    def _emit(self, action: str, dev: Any) -> None:
+        ev = event_from_udev(action, dev)
+        if ev is not None:
+            try:
+                self.on_event(ev)
+            except Exception:  # one bad event must not end the watch
+                self.log.exception("hotplug.handler_failed", device=ev.device)
+
+    def _run(self) -> None:
+        import pyudev
+
+        while not self._stop.is_set():
+            try:
+                ctx = pyudev.Context()
+                monitor = pyudev.Monitor.from_netlink(ctx, source="udev")
+                monitor.filter_by("block")
+                try:
+                    monitor.set_receive_buffer_size(32 << 20)
+                except Exception:  # needs CAP_NET_ADMIN beyond rmem_max; the default will do
+                    pass
+                monitor.start()
+                # enumerate after the monitor listens, so no disk falls between the two
+                for dev in ctx.list_devices(subsystem="block", DEVTYPE="disk"):
+                    self._emit("add", dev)
+                self.log.info("hotplug.watching", restarts=self.restarts)
+                while not self._stop.is_set():
+                    dev = monitor.poll(timeout=0.5)
+                    if dev is not None:
+                        self._emit(str(dev.action), dev)
+            except Exception as err:  # supervised: recreate the monitor and enumerate again
+                self.restarts += 1
+                self.log.warning("hotplug.monitor_failed", error=str(err), restarts=self.restarts)
+                self._stop.wait(1.0)
