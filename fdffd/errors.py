@@ -84,7 +84,7 @@ class RefusedError(FdffdError):
 
 
 class CounterfeitError(FdffdError):
-    """{device} is counterfeit: announces {announced} bytes, holds {usable} ({detail})"""
+    """{device} is counterfeit: announces {announced}, holds {usable} ({detail})"""
 
     exit_code = ExitCode.COUNTERFEIT
     verdict = "counterfeit"

@@ -71,6 +71,7 @@ def build_report(records: Iterable[JobRecord]) -> dict[str, Any]:
             "mean_bytes_per_second": round(stage_bytes[name] / stage_seconds[name]),
         }
         for name in sorted(stage_seconds)
+        if stage_bytes[name] and stage_seconds[name] > 0  # admit, finish: no bytes moved
     }
     report["per_day"] = {day: _summary(rs) for day, rs in sorted(by_day.items())}
     report["per_profile"] = {name: _summary(rs) for name, rs in sorted(by_profile.items())}

@@ -462,6 +462,10 @@ def _set_capacity(rec: dict[str, Any], usable: int, kind: str | None, seconds: f
         cap["probe_seconds"] = round(seconds, 3)
 
 
+def _size_text(n: int) -> str:
+    return f"{format_size(n)} ({n} bytes)"
+
+
 def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: str) -> str:
     cap = rec["capacity"]
     if bad:
@@ -475,8 +479,8 @@ def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: s
         raise CounterfeitError(
             f"{cap['kind']}; its real capacity was wiped and verified",
             device=path,
-            announced=cap["announced_bytes"],
-            usable=cap["usable_bytes"],
+            announced=_size_text(cap["announced_bytes"]),
+            usable=_size_text(cap["usable_bytes"]),
             stage="verify",
         )
     if job.deferred is not None:

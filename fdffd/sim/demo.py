@@ -1,18 +1,24 @@
-"""``fdffctl demo``: fdffd on simulated drives, start to finish, on any Debian machine (as root).
+"""``fdffctl demo``: a live fdffd station on simulated drives, on any Debian machine (as root).
 
-It imports a small payload profile (Korean names, as the real ones have), then processes a few
-simulated drives one after another: honest loop drives of two sizes, a wraparound counterfeit
-(rejected), the same kind of fake under the rescue policy, and a write-protected drive (refused).
-Each job's outcome is printed as it ends, then the audit log is verified and summarised.  Every
-device it creates is removed at the end; it touches no other device.
+It imports a small payload profile (Korean names, as the real ones have), starts the station
+daemon (and ``systemd-udevd`` when none runs, stopped again at the end), then plugs simulated
+drives in one after another while the live view shows them: honest loop drives of several
+sizes, a wraparound counterfeit (rejected), a fake under the rescue policy, a write-protected
+drive (refused).  When every drive has its record it stops the daemon, verifies the audit log
+and prints the report.  The daemon is confined to the demo's own loop devices (``drives.ports``
+globs over their backing files); every device the demo creates is removed at the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, config_from_dict
 from ..errors import ExitCode
 from ..sizes import format_size
 
@@ -34,24 +39,24 @@ class DemoDrive:
     real: int | None = None  # a counterfeit when set
     kind: str = "honest"
     read_only: bool = False
-    policy: str = "reject"
 
 
 DRIVES = (
-    DemoDrive("honest stick, 256 MiB", 256 * MiB),
+    DemoDrive("honest stick, 1 GiB", 1024 * MiB),
     DemoDrive(
-        "counterfeit (wraps at 128 MiB of 512 MiB)", 512 * MiB, real=128 * MiB, kind="wraparound"
+        "counterfeit: says 1 GiB, wraps at 256 MiB", 1024 * MiB, real=256 * MiB, kind="wraparound"
     ),
-    DemoDrive("honest stick, 384 MiB, exFAT forced", 384 * MiB),
+    DemoDrive("honest stick, 768 MiB", 768 * MiB),
     DemoDrive(
-        "counterfeit, rescue policy (drops writes past 96 MiB)",
-        384 * MiB,
-        real=96 * MiB,
+        "counterfeit: says 768 MiB, drops writes past 192 MiB",
+        768 * MiB,
+        real=192 * MiB,
         kind="drop-zeros",
-        policy="rescue",
     ),
-    DemoDrive("write-protected stick", 128 * MiB, read_only=True),
+    DemoDrive("write-protected stick", 256 * MiB, read_only=True),
+    DemoDrive("honest stick, 512 MiB", 512 * MiB),
 )
+PLUG_EVERY = 1.5  # seconds between two drives
 
 PAYLOAD = {
     "영화/겨울연가 1화.mp4": 9 * MiB,
@@ -73,57 +78,71 @@ def _make_payload(root: Path) -> Path:
     return src
 
 
-def _config(root: Path, drive: DemoDrive) -> Config:
-    return config_from_dict(
-        {
-            "station": {
-                "id": "demo-station",
-                "state_dir": str(root / "state"),
-                "payload_dir": str(root / "payloads"),
-            },
-            "drives": {"allow_loop": True},
-            "job": {
-                "profile": "demo",
-                "counterfeit": drive.policy,
-                "filesystem": "exfat" if "exFAT" in drive.label else "auto",
-            },
-        }
+def _write_config(root: Path, shm: Path) -> Path:
+    """The demo station's config: its state under ``root``, only its own loop devices."""
+    cfg = root / "fdffd.toml"
+    cfg.write_text(
+        "[station]\n"
+        'id = "demo-station"\n'
+        f"state_dir = {json.dumps(str(root / 'state'))}\n"
+        f"payload_dir = {json.dumps(str(root / 'payloads'))}\n"
+        f"control_socket = {json.dumps(str(root / 'control.sock'))}\n"
+        "[drives]\n"
+        "allow_loop = true\n"
+        f"ports = [{json.dumps(f'loop:{shm}/*')}]\n"
+        "[job]\n"
+        'profile = "demo"\n'
+        'counterfeit = "reject"\n'
+        "workers = 4\n"
     )
+    return cfg
 
 
 @contextmanager
-def _attach(drive: DemoDrive) -> Iterator[str]:
+def _attach(drive: DemoDrive, shm: Path) -> Iterator[str]:
     from .fakedrive import FakeSpec, fake_drive
     from .loopdev import loop_device
 
     if drive.real is not None:
         spec = FakeSpec(announced=drive.size, real=drive.real, kind=drive.kind)
-        with fake_drive(spec) as fake:
+        with fake_drive(spec, directory=str(shm)) as fake:
             yield fake.path
     else:
-        with loop_device(drive.size, read_only=drive.read_only) as loop:
+        with loop_device(drive.size, read_only=drive.read_only, directory=shm) as loop:
             yield loop.path
 
 
-class _Progress:
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
+def _udevd_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "systemd-udevd"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.tty or (now - self.last < 0.1 and done < total):
-            return
-        self.last = now
-        pct = 100 * done // max(total, 1)
-        bar = "#" * (pct // 4)
-        self.stream.write(f"\r    {stage:<8} [{bar:<25}] {pct:3d}%")
-        self.stream.flush()
 
-    def clear(self) -> None:
-        if self.tty:
-            self.stream.write("\r" + " " * 60 + "\r")
+@contextmanager
+def _udevd() -> Iterator[None]:
+    """A running systemd-udevd: the one there is, or one started (and stopped) here."""
+    if _udevd_pids():
+        yield
+        return
+    udevd = "/lib/systemd/systemd-udevd"
+    if not os.path.exists(udevd):
+        raise RuntimeError("no systemd-udevd (Debian package udev): run scripts/bootstrap")
+    subprocess.run([udevd, "--daemon"], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while not _udevd_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = _udevd_pids()
+    try:
+        yield
+    finally:
+        for pid in started:
+            os.kill(pid, signal.SIGTERM)
+
+
+def _records(root: Path) -> list[dict[str, Any]]:
+    log = root / "state" / "audit.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
 
 
 def _outcome_line(rec: dict[str, Any]) -> str:
@@ -146,11 +165,11 @@ def _outcome_line(rec: dict[str, Any]) -> str:
 
 
 def run_demo(*, keep: bool = False, out: Any = None) -> int:
-    from ..audit import AuditLog, StationKeys, iter_records, load_public_key, verify
+    from ..audit import iter_records, load_public_key, verify
     from ..audit.report import build_report, render_text
-    from ..job.pipeline import run_job
-    from ..log import configure
     from ..payload.profiles import add_profile
+    from ..station.control import request
+    from ..station.watch import run_watch
 
     out = out or sys.stdout
     if os.geteuid() != 0:
@@ -158,41 +177,74 @@ def run_demo(*, keep: bool = False, out: Any = None) -> int:
             "fdffctl demo: run as root (it creates loop devices and FUSE mounts)", file=sys.stderr
         )
         return ExitCode.USAGE
-    configure(json=False, level="error")
     root = Path(tempfile.mkdtemp(prefix="fdffd-demo-", dir="/var/tmp"))
+    shm = Path(tempfile.mkdtemp(prefix="fdffd-demo-", dir="/dev/shm"))
     started = time.monotonic()
     try:
-        print(f"fdffd demo: state in {root}", file=out)
+        print(f"fdffd demo: a live station on simulated drives (state in {root})", file=out)
         manifest = add_profile(root / "payloads", "demo", _make_payload(root))
         print(
             f"imported payload profile 'demo': {len(manifest.files)} files, "
-            f"{format_size(manifest.total_bytes)}, manifest {manifest.manifest_sha256[:12]}…\n",
+            f"{format_size(manifest.total_bytes)}",
             file=out,
         )
-        keys = StationKeys.load_or_create(root / "state")
-        progress = _Progress(out)
-        for i, drive in enumerate(DRIVES, 1):
-            cfg = _config(root, drive)
-            with ExitStack() as stack:
-                path = stack.enter_context(_attach(drive))
-                print(f"[{i}/{len(DRIVES)}] {drive.label} on {path}", file=out)
-                t = time.monotonic()
-                outcome = run_job(cfg, path, serial_hmac=keys.serial_hmac, status=progress)
-                progress.clear()
-                AuditLog(cfg.audit_log, keys).append(outcome.record)
-                print(
-                    f"    {_outcome_line(outcome.record)}  "
-                    f"({time.monotonic() - t:.1f} s, exit {outcome.exit_code})",
-                    file=out,
-                )
+        cfg = _write_config(root, shm)
+        with ExitStack() as stack:
+            stack.enter_context(_udevd())
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=(root / "daemon.log").open("w"),
+            )
+            stack.callback(_stop_daemon, daemon)
+            sock = root / "control.sock"
+            deadline = time.monotonic() + 30
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            plugging = threading.Thread(target=_plug_all, args=(stack, shm), daemon=True)
+            plugging.start()
+            print(
+                f"station running; plugging in {len(DRIVES)} drives, one every "
+                f"{PLUG_EVERY:g} s (press q to leave the view early)\n",
+                file=out,
+            )
+            run_watch(
+                lambda: request(sock, {"cmd": "status"}, timeout=0.9),
+                interval=0.5,
+                until=lambda: len(_records(root)) >= len(DRIVES),
+            )
+            plugging.join()
+            deadline = time.monotonic() + 300
+            while len(_records(root)) < len(DRIVES) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        for rec in _records(root):
+            print(f"{rec['device']['path']:<12} {_outcome_line(rec)}", file=out)
         log = root / "state" / "audit.jsonl"
         result = verify(log, load_public_key(root / "state" / "station.pub"))
         print(f"\naudit log: {result.summary()}", file=out)
         print(render_text(build_report(iter_records(log))), file=out)
         print(f"demo finished in {time.monotonic() - started:.0f} s", file=out)
-        return ExitCode.OK if result.ok else ExitCode.FAILED
+        return ExitCode.OK if result.ok and len(_records(root)) == len(DRIVES) else ExitCode.FAILED
     finally:
+        shutil.rmtree(shm, ignore_errors=True)
         if keep:
             print(f"kept {root}", file=out)
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _plug_all(stack: ExitStack, shm: Path) -> None:
+    for i, drive in enumerate(DRIVES):
+        if i:
+            time.sleep(PLUG_EVERY)
+        stack.enter_context(_attach(drive, shm))
+
+
+def _stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

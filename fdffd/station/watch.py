@@ -29,17 +29,20 @@ Fetch = Callable[[], Any]
 _QUIT_KEYS = frozenset({ord("q"), ord("Q")})
 
 
-def run_watch(fetch: Fetch, *, interval: float = 1.0) -> int:
-    """Show the live view until ``q`` or Ctrl-C; 0 either way. When stdin or stdout is not a
-    terminal, falls back to :func:`run_watch_plain` (so ``fdffctl watch | cat`` works)."""
+def run_watch(
+    fetch: Fetch, *, interval: float = 1.0, until: Callable[[], bool] | None = None
+) -> int:
+    """Show the live view until ``q`` or Ctrl-C (or ``until()`` is true); 0 either way. When
+    stdin or stdout is not a terminal, falls back to :func:`run_watch_plain` (so
+    ``fdffctl watch | cat`` works)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return run_watch_plain(fetch, interval=interval)
+        return run_watch_plain(fetch, interval=interval, until=until)
     try:
         locale.setlocale(locale.LC_ALL, "")  # so curses encodes non-ASCII drive names
     except locale.Error:
         pass
     try:
-        return curses.wrapper(_loop, fetch, max(interval, 0.05))
+        return curses.wrapper(_loop, fetch, max(interval, 0.05), until)
     except KeyboardInterrupt:
         return 0
 
@@ -52,6 +55,7 @@ def run_watch_plain(
     width: int = 100,
     count: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    until: Callable[[], bool] | None = None,
 ) -> int:
     """Print a status block (:func:`render_status_text`, no colours) every ``interval`` seconds,
     or the unreachable line while ``fetch`` raises; ``count`` blocks, or until Ctrl-C or the
@@ -69,6 +73,8 @@ def run_watch_plain(
             stream.write(block + "\n\n")
             stream.flush()
             shown += 1
+            if until is not None and until():
+                return 0
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
@@ -138,7 +144,9 @@ def _paint(screen: curses.window, lines: list[tuple[str, str]], palette: _Palett
     screen.refresh()
 
 
-def _loop(screen: curses.window, fetch: Fetch, interval: float) -> int:
+def _loop(
+    screen: curses.window, fetch: Fetch, interval: float, until: Callable[[], bool] | None = None
+) -> int:
     try:
         curses.curs_set(0)
     except curses.error:
@@ -155,6 +163,8 @@ def _loop(screen: curses.window, fetch: Fetch, interval: float) -> int:
             except Exception as exc:  # not running, not allowed, bad answer: all shown, retried
                 status, problem = None, _describe(exc)
             next_fetch = time.monotonic() + interval
+            if until is not None and until():
+                return 0
         height, width = screen.getmaxyx()
         if problem is None:
             lines = render_watch_lines(status, width, height)
