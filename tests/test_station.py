@@ -72,7 +72,9 @@ class Station:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=self.log.open("a"), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("a"),
+            stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         deadline = time.monotonic() + 20
@@ -105,7 +107,9 @@ class Station:
             if len(recs) >= n:
                 return recs
             time.sleep(0.2)
-        raise AssertionError(f"{len(self.records())} of {n} records; log:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"{len(self.records())} of {n} records; log:\n{self.log.read_text()[-3000:]}"
+        )
 
 
 @pytest.fixture
@@ -196,7 +200,9 @@ def test_drive_dying_mid_wipe_fails_alone(station: Callable[..., Station]) -> No
     st.stop()
 
 
-def test_kill_9_then_restart_records_the_running_job_interrupted(station: Callable[..., Station]) -> None:
+def test_kill_9_then_restart_records_the_running_job_interrupted(
+    station: Callable[..., Station],
+) -> None:
     """After kill -9 mid-job and a restart, the running job has an interrupted record, the
     drive is not started over, and the audit log verifies."""
     st = station()
@@ -227,7 +233,9 @@ def test_sigterm_records_running_jobs_interrupted(station: Callable[..., Station
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = st.status_or_none() or {"ports": []}
-            if any(p["device"] == path and p["stage"] in ("image", "verify") for p in status["ports"]):
+            if any(
+                p["device"] == path and p["stage"] in ("image", "verify") for p in status["ports"]
+            ):
                 break
             time.sleep(0.02)
         assert st.stop() == 0
