@@ -261,3 +261,53 @@ def test_status_needs_the_daemon(tmp_path: Path) -> None:
     run = fdffctl("status", "--config", str(cfg))
     assert run.code == 2
     assert "not running" in run.stderr
+
+
+def test_hotplug_monitor_is_recreated_after_it_dies(
+    udevd: None, monkeypatch: pytest.MonkeyPatch, loop_support: None
+) -> None:
+    """When pyudev's monitor raises (as on socket overflow), the watch recreates it,
+    enumerates the disks again, and goes on seeing new drives."""
+    import pyudev
+
+    from fdffd.devices.facts import _disk_of_devnum
+    from fdffd.station.hotplug import DiskEvent, HotplugWatch
+
+    real_poll = pyudev.Monitor.poll
+    failures = [OSError(105, "No buffer space available")]
+
+    def flaky_poll(self: pyudev.Monitor, timeout: float | None = None) -> object:
+        if failures:
+            raise failures.pop()
+        return real_poll(self, timeout)
+
+    monkeypatch.setattr(pyudev.Monitor, "poll", flaky_poll)
+    events: list[DiskEvent] = []
+    watch = HotplugWatch(events.append)
+    watch.start()
+    try:
+        deadline = time.monotonic() + 10
+        while watch.restarts < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watch.restarts == 1
+        st = os.stat("/")
+        root_disk = _disk_of_devnum((os.major(st.st_dev), os.minor(st.st_dev)))
+        if root_disk:  # the disk under / is there both times: it is enumerated twice
+
+            def enumerated() -> int:
+                return sum(e.action == "add" and e.name == root_disk for e in events)
+
+            deadline = time.monotonic() + 10
+            while enumerated() < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert enumerated() == 2
+        with loop_device(64 * MiB) as dev:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if any(e.device == dev.path and e.size_bytes == 64 * MiB for e in events):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the recreated monitor saw no event for the new drive")
+    finally:
+        watch.stop()

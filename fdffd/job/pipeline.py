@@ -163,7 +163,7 @@ def run_job(
         rec["error"] = {"code": err.code, "message": err.message, "stage": err.fields.get("stage")}
         exit_code = err.exit_code
         event = "gate.refused" if isinstance(err, RefusedError) else f"job.{err.verdict}"
-        log.warning(event, error=err.message)
+        log.warning(event, error=err.message, port=rec["device"]["port"])
     except Exception as err:
         rec["verdict"] = "failed"
         rec["error"] = {
@@ -172,9 +172,11 @@ def run_job(
             "stage": None,
         }
         exit_code = JobFailedError.exit_code
-        log.exception("job.crashed")
+        log.exception("job.crashed", port=rec["device"]["port"])
     rec["finished_at"] = utc_now_iso()
-    log.info("job.finished", verdict=rec["verdict"], exit_code=exit_code)
+    log.info(
+        "job.finished", verdict=rec["verdict"], exit_code=exit_code, port=rec["device"]["port"]
+    )
     return JobOutcome(rec, exit_code)
 
 
@@ -206,11 +208,11 @@ def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
         dev = stack.enter_context(BlockDevice(job.device, stage="admit"))
         job.stage("admit", time.monotonic() - t0, 0)
         _identify(rec, facts, dev, job.serial_hmac)
+        log = log.bind(port=facts.port)
         log.info(
             "job.identified",
             vendor=facts.vendor,
             model=facts.model,
-            port=facts.port,
             announced=dev.size,
             diskseq=facts.diskseq,
         )

@@ -321,9 +321,13 @@ class Station:
 
     def _power_off(self, device: str) -> None:
         try:
-            from ..devices.power import power_off
+            from ..devices.power import POWERED_OFF, power_off
 
-            self.log.info("drive.power_off", device=device, result=power_off(device))
+            result = power_off(device)
+            event = (
+                "drive.power_off" if result.startswith(POWERED_OFF) else "drive.power_off_skipped"
+            )
+            self.log.info(event, device=device, result=result)
         except Exception as err:  # powering off is a courtesy; the job is already recorded
             self.log.warning("drive.power_off_failed", device=device, error=str(err))
 
