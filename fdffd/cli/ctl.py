@@ -256,6 +256,32 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_audit_lookup(args: argparse.Namespace) -> int:
+    from ..audit import StationKeys, iter_records
+
+    cfg = _config(args)
+    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    digest = keys.serial_hmac(args.serial)
+    log_path = Path(args.log) if args.log else cfg.audit_log
+    found = [
+        {
+            "job_id": r.job_id,
+            "verdict": r.verdict,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+        }
+        for r in (iter_records(log_path) if log_path.exists() else [])
+        if r.device.serial_hmac == digest
+    ]
+    if args.json:
+        _print_json({"serial_hmac": digest, "jobs": found})
+    else:
+        print(f"serial HMAC {digest}: {len(found)} job(s)")
+        for j in found:
+            print(f"  {j['finished_at']}  {j['verdict']:<12} job {j['job_id']}")
+    return ExitCode.OK if found else ExitCode.FAILED
+
+
 def cmd_audit_report(args: argparse.Namespace) -> int:
     from ..audit import iter_records
     from ..audit.report import build_report, render_text
@@ -358,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_repair)
+    sp = asub.add_parser(
+        "lookup",
+        parents=[common, reporting],
+        help="was the drive with this serial processed? (needs the station secret)",
+    )
+    sp.add_argument("serial", metavar="SERIAL")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.set_defaults(func=cmd_audit_lookup)
     sp = asub.add_parser(
         "report", parents=[common, reporting], help="drives by verdict, bytes, speeds"
     )

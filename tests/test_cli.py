@@ -1,0 +1,96 @@
+"""fdffctl's audit and payload commands as operators and auditors use them: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fdffd.audit import AuditLog, StationKeys
+from fdffd.config import load_config
+from fdffd.job.pipeline import interrupted_record
+
+from .cli_util import fdffctl, write_config
+
+
+def _log_with(tmp_path: Path, n: int, serial: str | None = None) -> Path:
+    cfg_path = write_config(tmp_path)
+    cfg = load_config(cfg_path)
+    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    log = AuditLog(cfg.audit_log, keys)
+    for i in range(n):
+        rec = interrupted_record(cfg, {"job_id": f"{i:032x}", "device": f"/dev/sd{i}"})
+        if serial:
+            rec["device"]["serial_hmac"] = keys.serial_hmac(serial)
+        log.append(rec)
+    return cfg_path
+
+
+def test_audit_verify_names_the_tampered_line(tmp_path: Path) -> None:
+    """audit verify: exit 0 on an intact log; exit 5 naming the line after one byte changes."""
+    cfg = _log_with(tmp_path, 3)
+    assert fdffctl("audit", "verify", "--config", str(cfg)).code == 0
+    log = tmp_path / "state" / "audit.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"interrupted"', b'"ok"', 1)
+    log.write_bytes(b"".join(lines))
+    run = fdffctl("audit", "verify", "--config", str(cfg), "--json")
+    assert run.code == 5
+    assert json.loads(run.stdout)["failure"]["line"] == 2
+
+
+def test_audit_repair_moves_a_torn_line_aside(tmp_path: Path) -> None:
+    """A torn last line fails verify; audit repair moves it aside and the log verifies."""
+    cfg = _log_with(tmp_path, 2)
+    log = tmp_path / "state" / "audit.jsonl"
+    with log.open("ab") as f:
+        f.write(b'{"schema":1,"job_id":"to')
+    assert fdffctl("audit", "verify", "--config", str(cfg)).code == 5
+    run = fdffctl("audit", "repair", "--config", str(cfg))
+    assert run.code == 0 and "moved to" in run.stdout
+    assert fdffctl("audit", "verify", "--config", str(cfg)).code == 0
+    assert len(log.read_bytes().splitlines()) == 2
+
+
+def test_audit_lookup_finds_a_known_serial(tmp_path: Path) -> None:
+    """audit lookup SERIAL finds the jobs of a drive whose serial is known; exit 5 for none."""
+    cfg = _log_with(tmp_path, 2, serial="4C530001230912345678")
+    run = fdffctl("audit", "lookup", "4C530001230912345678", "--config", str(cfg), "--json")
+    assert run.code == 0
+    assert len(json.loads(run.stdout)["jobs"]) == 2
+    assert b"4C530001230912345678" not in (tmp_path / "state" / "audit.jsonl").read_bytes()
+    assert fdffctl("audit", "lookup", "OTHER", "--config", str(cfg)).code == 5
+
+
+def test_audit_report_counts_verdicts(tmp_path: Path) -> None:
+    """audit report --json counts the jobs by verdict."""
+    cfg = _log_with(tmp_path, 3)
+    run = fdffctl("audit", "report", "--config", str(cfg), "--json")
+    assert run.code == 0
+    report = json.loads(run.stdout)
+    assert report["jobs"] == 3 and report["by_verdict"]["interrupted"] == 3
+
+
+def test_payload_commands(tmp_path: Path) -> None:
+    """payload add, list and verify: exit 0; a changed file makes verify exit 5 naming it;
+    a name FAT cannot hold makes add exit 2 naming it."""
+    src = tmp_path / "src"
+    (src / "영화").mkdir(parents=True)
+    (src / "영화" / "겨울연가 1화.mp4").write_bytes(b"x" * 1000)
+    cfg = write_config(tmp_path)
+    assert fdffctl("payload", "add", "films", str(src), "--config", str(cfg)).code == 0
+    run = fdffctl("payload", "list", "--config", str(cfg), "--json")
+    assert run.code == 0 and json.loads(run.stdout)["profiles"][0]["name"] == "films"
+    assert fdffctl("payload", "verify", "films", "--config", str(cfg)).code == 0
+    stored = next((tmp_path / "payloads" / "films").rglob("겨울연가 1화.mp4"))
+    stored.chmod(0o644)
+    stored.write_bytes(b"y" * 1000)
+    run = fdffctl("payload", "verify", "films", "--config", str(cfg))
+    assert run.code == 5 and "겨울연가 1화.mp4" in run.stdout
+    (src / "bad:name.txt").write_bytes(b"")
+    run = fdffctl("payload", "add", "films", str(src), "--config", str(cfg))
+    assert run.code == 2 and "bad:name.txt" in run.stderr
+
+
+def test_unknown_command_exits_2() -> None:
+    """A mistyped command exits 2 (usage)."""
+    assert fdffctl("proces", "/dev/null").code == 2
