@@ -1,4 +1,4 @@
-"""fdffctl's audit and payload commands as operators and auditors use them: output and exit codes."""
+"""fdffctl audit and payload commands as operators and auditors use them: output, exit codes."""
 
 from __future__ import annotations
 
