@@ -35,7 +35,7 @@ from ..pattern import SLACK, Pattern
 
 PROBE_BLOCK = 4096
 FANOUT = 16
-ROUND0_LINEAR = 256
+ROUND0_LINEAR = 64
 
 
 class Disk(Protocol):
@@ -252,8 +252,18 @@ def _boundary_evidence(readings: list[_Reading], suspects: list[int]) -> _Readin
 def _check_flush_region(pr: _Prober, suspects: list[int]) -> int | None:
     """Start of a failing tail of the flush region (less real flash than the flush), or None.
 
-    Failing blocks with good blocks after them are isolated: suspects, not a boundary."""
+    Only when its last block fails is the whole region read back (isolated bad blocks inside
+    it are the verify pass's to map).  Failing blocks with good blocks after them are
+    isolated: suspects, not a boundary."""
     pattern = Pattern(pr.job_key, "probe-flush-0")
+    last = pr.flush - pr.block
+    try:
+        pr.disk.pread(pr.view[: pr.block], last)
+        pr.read += pr.block
+        if bytes(pr.view[: pr.block]) == pattern.bytes_at(last, pr.block):
+            return None  # the end of the flush region kept its data: no tail to find here
+    except DeviceIOError:
+        pass
     step = len(pr.view) - SLACK - 4096
     failing: list[int] = []
     off = 0
