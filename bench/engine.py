@@ -203,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         f"bench took {results['seconds']} s"
     )
     notes.append(
-        "job and probe times are wall clock of the fdffctl process (Python start-up included); "
-        "'outside stages' is that start-up plus the record's signing and logging"
+        "job times and CPU are measured inside the job, in a process that has imported fdffd "
+        "already, as the station daemon runs it; 'outside stages' is opening the drive, the "
+        "gate and the job's bookkeeping. A one-off `fdffctl process` adds Python start-up "
+        "(about 0.5 s of imports) and the record's signing on top; probe times are the wall "
+        "clock of `fdffctl probe`, start-up included"
     )
     text = (
         json.dumps(results, indent=2, ensure_ascii=False) + "\n"

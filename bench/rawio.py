@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,18 +85,27 @@ def dd_read(dev: LoopDevice) -> Timed:
 
 
 def run_job(fdffctl: str, dev: LoopDevice, config: Path) -> tuple[Timed, dict[str, Any]]:
-    """``fdffctl process DEV --json`` as a subprocess; its record and its measured cost."""
+    """One job as the station daemon runs it (``bench.jobproc``: fdffd already imported);
+    the record, and the wall and CPU seconds spent inside the job itself."""
     ensure_ours(dev)
     t = run_timed(
-        [fdffctl, "process", dev.path, "--config", str(config), "--json"], env=fdffd_env()
+        [sys.executable, "-m", "bench.jobproc", "--config", str(config), dev.path],
+        env=fdffd_env(),
+        cwd=Path(__file__).resolve().parents[1],
     )
     try:
-        rec: dict[str, Any] = json.loads(t.stdout.strip().splitlines()[-1])
+        out: dict[str, Any] = json.loads(t.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise RuntimeError(
-            f"fdffctl process gave no record (exit {t.rc}): {t.stderr.strip()[-800:]}"
+            f"the job gave no record (exit {t.rc}): {t.stderr.strip()[-800:]}"
         ) from None
-    return t, rec
+    inside = Timed(
+        wall=out["wall"], user=out["user"], sys=out["sys"], rc=t.rc, stdout="", stderr=t.stderr
+    )
+    rec: dict[str, Any] = out["record"]
+    rec["_startup_s"] = out["startup"]
+    rec["_process_wall_s"] = t.wall
+    return inside, rec
 
 
 def job_row(
@@ -145,6 +155,8 @@ def job_row(
         "in_stages_s": median(in_stages),
         "ratio_in_stages": median(in_stages) / bound if bound else None,
         "outside_stages_s": median([wl - s for wl, s in zip(walls, in_stages, strict=True)]),
+        "cli_wall_s": median([rec.get("_process_wall_s", 0.0) for _, rec in jobs]),
+        "startup_s": median([rec.get("_startup_s", 0.0) for _, rec in jobs]),
         "stages_s": stages,
         "cpu_user_s": median([t.user for t, _ in jobs]),
         "cpu_sys_s": median([t.sys for t, _ in jobs]),

@@ -46,6 +46,8 @@ def _job_rows(row: dict[str, Any]) -> list[tuple[str, ...]]:
         note += f"; verdict {verdict}"
     stages = " · ".join(f"{k} {v:.2f}" for k, v in row["stages_s"].items())
     stages += f" · outside stages {row['outside_stages_s']:.2f}"
+    if row.get("cli_wall_s"):
+        stages += f" · (one-off fdffctl process: {row['cli_wall_s']:.2f} s wall)"
     cpu = row["cpu_s_per_gb"]
     return [
         (
