@@ -117,4 +117,7 @@ def test_rendering_is_the_plan_over_the_fill(tmp_path: Path, fs: str) -> None:
                 assert got == pattern.bytes_at(seg.offset, seg.length)
         off += n
     surface.close()
-    assert surface.written.mismatches() == sorted(f.path for f in tree.files)  # made-up hashes
+    assert (
+        surface.file_ranges("책/a.txt")
+        and sum(n for _, n in surface.file_ranges("영화/겨울연가 1화.mp4")) == 3 * MiB + 17
+    )

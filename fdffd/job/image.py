@@ -5,8 +5,10 @@ filesystem metadata and payload bytes laid over it.  Payload bytes are hashed as
 are read from the profile, so a payload file changed since its manifest is caught.
 
 Verifying: metadata and fill are compared byte for byte with the plan; payload bytes
-are not compared with the source but hashed *from the bytes read off the drive*, file
-by file, and checked against the manifest at the end.
+are hashed *from the bytes read off the drive*, file by file, and checked against the
+manifest at the end.  A file that misses its manifest although the drive holds exactly what
+was written (no mismatching range touches it) was changed in the profile since its manifest;
+otherwise the drive damaged it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class PayloadCheck:
         return sorted(out)
 
 
+def _overlaps(a: int, n: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(s < a + n and a < s + ln for s, ln in ranges)
+
+
 class ImageSurface(FillPlan):
     """A ``surface.Plan`` over an ``ImagePlan``: keyed fill in the gaps."""
 
@@ -56,9 +62,29 @@ class ImageSurface(FillPlan):
     ) -> None:
         super().__init__(pattern, granule)
         self.plan = plan
-        self.written = PayloadCheck(expected_sha256)
         self.read_back = PayloadCheck(expected_sha256)
         self._fds: dict[str, int] = {}
+
+    def file_ranges(self, path: str) -> list[tuple[int, int]]:
+        """Where the plan put ``path``'s bytes on the drive."""
+        return [
+            (e.offset, e.length)
+            for e in self.plan.extents
+            if isinstance(e.source, FileData) and e.source.entry.path == path
+        ]
+
+    def split_damage(self, bad: list[tuple[int, int]]) -> tuple[list[str], list[str]]:
+        """Files whose bytes read off the drive miss the manifest, split in two: those the
+        drive holds exactly as written (every chunk matched what the image pass wrote, so the
+        profile's file changed since its manifest) and those in mismatching ranges."""
+        changed, damaged = [], []
+        for path in self.read_back.mismatches():
+            ranges = self.file_ranges(path)
+            if any(_overlaps(a, n, bad) for a, n in ranges):
+                damaged.append(path)
+            else:
+                changed.append(path)
+        return changed, damaged
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -107,7 +133,6 @@ class ImageSurface(FillPlan):
                 out[done:] = bytes(len(out) - done)
                 break
             done += n
-        self.written.update(src.entry.path, out)
 
     # surface.Plan --------------------------------------------------------------------
 

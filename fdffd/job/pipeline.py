@@ -367,21 +367,20 @@ def _image_surface(
 
 
 def _payload_outcome(rec: dict[str, Any], image: FillPlan, path: str, log: Any) -> None:
-    if not isinstance(image, ImageSurface):
-        return
-    changed = image.written.mismatches()
+    if not isinstance(image, ImageSurface) or not rec["wipe"]["verified_bytes"]:
+        return  # without a verify pass nothing is proven: payload.verified stays false
+    bad = [(s, n) for s, n in rec["wipe"]["bad_ranges"]]
+    changed, damaged = image.split_damage(bad)
+    rec["payload"]["verified"] = not (changed or damaged)
     if changed:
-        raise PayloadChangedError(path=changed[0], count=len(changed), stage="image")
-    if rec["wipe"]["verified_bytes"]:
-        damaged = image.read_back.mismatches()
-        rec["payload"]["verified"] = not damaged
-        if damaged:
-            raise DefectiveError(
-                f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
-                device=path,
-                stage="verify",
-            )
-        log.info("payload.verified", files=rec["payload"]["files"])
+        raise PayloadChangedError(path=changed[0], count=len(changed), stage="verify")
+    if damaged:
+        raise DefectiveError(
+            f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
+            device=path,
+            stage="verify",
+        )
+    log.info("payload.verified", files=rec["payload"]["files"])
 
 
 def _surface(
