@@ -23,35 +23,20 @@ import pytest
 
 from fdffd.sim.fakedrive import FakeSpec, fake_drive
 from fdffd.sim.loopdev import loop_device
+from fdffd.sim.udevd import UDEVD, running_udevd
 
 from .cli_util import fdffctl, write_config
 
 MiB = 1 << 20
-UDEVD = "/lib/systemd/systemd-udevd"
-
-
-def _udevd_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "systemd-udevd"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
 
 
 @pytest.fixture(scope="session")
 def udevd() -> Iterator[None]:
-    """A running systemd-udevd; started for the session (and stopped by its pid) if needed."""
+    """A running systemd-udevd for the session (started, and stopped, if none runs)."""
     if not os.path.exists(UDEVD):
         pytest.skip(f"{UDEVD} not installed (Debian package udev)")
-    before = _udevd_pids()
-    started: set[int] = set()
-    if not before:
-        subprocess.run([UDEVD, "--daemon"], check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _udevd_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        started = _udevd_pids() - before
-        subprocess.run(["udevadm", "settle", "-t", "10"], check=False)
-    yield
-    for pid in started:
-        os.kill(pid, signal.SIGTERM)
+    with running_udevd():
+        yield
 
 
 class Station:

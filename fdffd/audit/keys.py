@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fdffd.errors import AuditError
+from fdffd.fsutil import fsync_dir
 
 PRIVATE_KEY_NAME = "station.key"
 PUBLIC_KEY_NAME = "station.pub"
@@ -252,18 +253,10 @@ def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
             os.link(tmp_name, path)
         except FileExistsError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     except OSError as exc:
         raise AuditError(path=path, detail=f"cannot create: {exc.strerror}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -55,6 +55,8 @@ from fdffd.audit.keys import StationKeys, load_public_key, verify_signature
 from fdffd.audit.record import SCHEMA_VERSION, JobRecord
 from fdffd.errors import AuditError, AuditVerifyError
 
+from ..fsutil import fsync_dir
+
 #: ``prev`` of the first line of a log
 GENESIS = "0" * 64
 
@@ -112,7 +114,7 @@ class AuditLog:
             line = canonical_bytes(body) + b"\n"
             self._write_line(fd, line, size, job_id)
             if size == 0:
-                _fsync_dir(self.path.parent)
+                _fsync_dir_quiet(self.path.parent)
         finally:
             os.close(fd)  # releases the lock
         log.debug("audit.appended", path=str(self.path), job_id=job_id, prev=body["prev"])
@@ -254,15 +256,6 @@ def _write_failure(path: Path, exc: OSError, job_id: object) -> str:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 # --- repair ---------------------------------------------------------------------------
 
 
@@ -292,7 +285,7 @@ def quarantine_torn_tail(path: Path) -> Path | None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             side = path.with_name(f"{path.name}.torn-{stamp}-at-{keep}")
             _write_new_file(side, torn)
-            _fsync_dir(path.parent)
+            _fsync_dir_quiet(path.parent)
             os.ftruncate(fd, keep)
             os.fsync(fd)
         except OSError as exc:
@@ -509,3 +502,8 @@ def iter_records(path: Path) -> Iterator[JobRecord]:
             except _LineError as exc:
                 raise AuditVerifyError(path=path, line=number, detail=str(exc)) from exc
             yield record
+
+
+def _fsync_dir_quiet(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fsync_dir(directory)

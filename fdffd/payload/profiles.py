@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fdffd.errors import FdffdError, FileTooLargeError, NameNotAllowedError, PayloadError
+from fdffd.fsutil import fsync_dir
 from fdffd.imaging.names import check_component, check_tree
 from fdffd.imaging.types import FileEntry, Tree
 from fdffd.log import get_logger
@@ -118,14 +119,6 @@ def check_profile_name(name: str) -> None:
             "A-Z a-z 0-9 . _ - and do not start with '.'",
             profile=shown(name),
         )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -596,7 +589,7 @@ def _build_version(
             os.fsync(fh.fileno())
         os.chmod(staging / MANIFEST_FILE, 0o644)
         for d in [*all_dirs, staging]:
-            _fsync_dir(d)
+            fsync_dir(d)
         return staging, manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -611,7 +604,7 @@ def _switch_current(pdir: Path, sha: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(pdir)
+    fsync_dir(pdir)
 
 
 def _current_if_same(payload_dir: Path, name: str, manifest: Manifest) -> Manifest | None:
@@ -702,7 +695,7 @@ def add_profile(
                 else:
                     os.rename(staging, target)
                     published = target
-                    _fsync_dir(pdir / VERSIONS_DIR)
+                    fsync_dir(pdir / VERSIONS_DIR)
                 _switch_current(pdir, sha)
             except BaseException:
                 if published is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import ExitCode
 from ..sizes import format_size
+from .udevd import running_udevd
 
 MiB = 1 << 20
 
@@ -112,32 +113,6 @@ def _attach(drive: DemoDrive, shm: Path) -> Iterator[str]:
             yield loop.path
 
 
-def _udevd_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "systemd-udevd"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
-
-@contextmanager
-def _udevd() -> Iterator[None]:
-    """A running systemd-udevd: the one there is, or one started (and stopped) here."""
-    if _udevd_pids():
-        yield
-        return
-    udevd = "/lib/systemd/systemd-udevd"
-    if not os.path.exists(udevd):
-        raise RuntimeError("no systemd-udevd (Debian package udev): run scripts/bootstrap")
-    subprocess.run([udevd, "--daemon"], check=True, capture_output=True)
-    deadline = time.monotonic() + 10
-    while not _udevd_pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    started = _udevd_pids()
-    try:
-        yield
-    finally:
-        for pid in started:
-            os.kill(pid, signal.SIGTERM)
-
-
 def _records(root: Path) -> list[dict[str, Any]]:
     log = root / "state" / "audit.jsonl"
     if not log.exists():
@@ -190,7 +165,7 @@ def run_demo(*, keep: bool = False, out: Any = None) -> int:
         )
         cfg = _write_config(root, shm)
         with ExitStack() as stack:
-            stack.enter_context(_udevd())
+            stack.enter_context(running_udevd())
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(cfg)],
                 stdin=subprocess.DEVNULL,
