@@ -227,3 +227,28 @@ def test_tools_present() -> None:
     """The oracles this file relies on are installed (scripts/bootstrap installs them)."""
     for tool in ("fsck.fat", "fsck.exfat", "mcopy", "mount.exfat-fuse", "fusermount3"):
         assert shutil.which(tool), tool
+
+
+@pytest.mark.parametrize("policy", ["reject", "rescue"])
+def test_fake_the_probe_misses_is_reimaged_or_rejected(
+    policy: str, tmp_path: Path, profile: Path, fake: Callable[..., FakeDrive]
+) -> None:
+    """A wraparound at an odd size (found by verify, not the probe): rejected without a
+    payload in its record, or rescued by re-imaging inside the real size, files intact."""
+    spec = FakeSpec(announced=256 * MiB, real=150 * MiB + 12 * 4096, kind="wraparound")
+    drive = fake(spec)
+    cfg = write_config(tmp_path, job={"profile": "default", "counterfeit": policy})
+    run = fdffctl("process", drive.path, "--config", str(cfg), "--json")
+    rec = run.record
+    assert rec["capacity"]["kind"] == "wraparound"
+    assert rec["capacity"]["usable_bytes"] <= spec.real
+    if policy == "reject":
+        assert run.code == 3 and rec["verdict"] == "counterfeit"
+        assert rec["payload"] is None and rec["filesystem"] is None
+        return
+    assert run.code == 0, run.stderr
+    assert rec["verdict"] == "rescued" and rec["payload"]["verified"] is True
+    fsinfo = rec["filesystem"]
+    assert fsinfo["partition_offset"] + fsinfo["partition_bytes"] <= spec.real
+    files, dirs = _read_back(_partition_image(drive.path, tmp_path), "fat32", tmp_path)
+    assert (files, dirs) == _tree_of(profile)

@@ -328,6 +328,7 @@ def _image_surface(
     none (no profile, a rejected counterfeit, or a payload that does not fit)."""
     fill = FillPlan(Pattern(key, "image"), granule=sector)
     rec["filesystem"] = None
+    rec["payload"] = None
     if payload is None:
         return fill
     cfg = job.config
