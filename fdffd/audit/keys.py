@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fdffd.errors import AuditError
-from fdffd.fsutil import fsync_dir
+from fdffd.fsutil import fsync_dir, write_all
 
 PRIVATE_KEY_NAME = "station.key"
 PUBLIC_KEY_NAME = "station.pub"
@@ -243,10 +243,7 @@ def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
     try:
         try:
             os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
         try:

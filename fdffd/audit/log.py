@@ -55,7 +55,7 @@ from fdffd.audit.keys import StationKeys, load_public_key, verify_signature
 from fdffd.audit.record import SCHEMA_VERSION, JobRecord
 from fdffd.errors import AuditError, AuditVerifyError
 
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, write_all
 
 #: ``prev`` of the first line of a log
 GENESIS = "0" * 64
@@ -305,10 +305,7 @@ def quarantine_torn_tail(path: Path) -> Path | None:
 def _write_new_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        write_all(fd, data)
     finally:
         os.close(fd)
 

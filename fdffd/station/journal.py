@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import fsync_dir, write_all
+
 
 class JobJournal:
     def __init__(self, state_dir: Path) -> None:
@@ -26,8 +28,7 @@ class JobJournal:
         data = json.dumps({"job_id": job_id, **entry}, ensure_ascii=False).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, self._path(job_id))
@@ -51,8 +52,4 @@ class JobJournal:
         return out
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
