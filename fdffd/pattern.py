@@ -112,9 +112,3 @@ def mismatch_ranges(
     if tail and not np.array_equal(x[nblocks * granule :], y[nblocks * granule :]):
         out.append((nblocks * granule, tail))
     return out
-
-
-def count_mismatched(a: memoryview, b: memoryview, length: int) -> int:
-    x = np.frombuffer(a, dtype=np.uint8, count=length)
-    y = np.frombuffer(b, dtype=np.uint8, count=length)
-    return int(np.count_nonzero(x != y))

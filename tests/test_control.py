@@ -68,7 +68,7 @@ def test_bad_requests_get_a_specific_error(
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300))
-def test_any_bytes_are_answered_or_dropped_never_crash(tmp_path_factory: Any, data: bytes) -> None:
+def test_any_bytes_are_answered_or_dropped_never_crash(data: bytes) -> None:
     """Random bytes never crash the parser: a request or a ValueError naming the problem."""
     try:
         req = parse_request(data)

@@ -25,7 +25,6 @@ cache larger than the flush, an alias onto an unprobed spot) shows up there.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -176,7 +175,6 @@ def probe_capacity(
     job_key: bytes,
     *,
     flush_bytes: int = 32 << 20,
-    progress: Callable[[int, int], None] | None = None,
 ) -> ProbeResult:
     """Find the real capacity of ``disk`` (destroys data at the probed positions)."""
     started = time.monotonic()
@@ -216,8 +214,6 @@ def probe_capacity(
             good_hi = max(good_hi, max(below))
         if bad_lo == pr.announced:
             break  # nothing bad anywhere: honest
-        if progress:
-            progress(rnd, bad_lo - good_hi)
         rnd += 1
         positions = inner_positions(good_hi, bad_lo, block)
 
