@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -28,8 +29,11 @@ def _log_with(tmp_path: Path, n: int, serial: str | None = None) -> Path:
 def test_audit_verify_names_the_tampered_line(tmp_path: Path) -> None:
     """audit verify: exit 0 on an intact log; exit 5 naming the line after one byte changes."""
     cfg = _log_with(tmp_path, 3)
-    assert fdffctl("audit", "verify", "--config", str(cfg)).code == 0
+    ok = fdffctl("audit", "verify", "--config", str(cfg), "--json")
+    assert ok.code == 0
     log = tmp_path / "state" / "audit.jsonl"
+    last = log.read_bytes().splitlines()[-1]
+    assert json.loads(ok.stdout)["head"] == hashlib.sha256(last).hexdigest()
     lines = log.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b'"interrupted"', b'"ok"', 1)
     log.write_bytes(b"".join(lines))

@@ -228,7 +228,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     result = verify(log_path, load_public_key(pub))
     if args.json:
         _print_json(
-            {"ok": result.ok, "summary": result.summary(), "lines": result.lines_checked}
+            {
+                "ok": result.ok,
+                "summary": result.summary(),
+                "lines": result.lines_checked,
+                "head": result.head,
+            }
             | (
                 {"failure": {"line": result.failure.line, "reason": result.failure.reason}}
                 if result.failure
