@@ -13,6 +13,7 @@ descriptor closes. A plain, non-exclusive descriptor does not stop ``O_EXCL`` op
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -76,6 +77,10 @@ def backing_file_of(path: str) -> str | None:
         text = (Path("/sys/block") / os.path.basename(path) / "loop" / "backing_file").read_text()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as err:
+        if err.errno == errno.ENODEV:  # read while the kernel tears the device down
+            return None
+        raise
     return text.rstrip("\n")
 
 
