@@ -10,11 +10,15 @@ down to single sectors, so bad flash becomes exact ``bad_ranges``.
 
 from __future__ import annotations
 
+import mmap
 import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +30,10 @@ from ..pattern import SLACK, Pattern, first_mismatch, mismatch_ranges
 
 Progress = Callable[[int], None]  # bytes done so far in this pass
 _SPLIT = 64 << 10
+#: requests kept on the drive at once: the next is queued while the drive serves one, so
+#: it never idles between requests (USB UAS queues them; a loop device runs them on its
+#: workers)
+INFLIGHT = 2
 
 
 class Plan(Protocol):
@@ -147,6 +155,7 @@ class _Producer:
         self.full: queue.Queue[tuple[memoryview, object] | BaseException | None] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fdffd-stage", daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
         try:
@@ -173,36 +182,39 @@ class _Producer:
         for _ in self.buffers:
             self.free.put(memoryview(b""))  # unblock the stage
         self.thread.join()
-        for b in self.buffers:
-            try:
-                b.close()
-            except BufferError:
-                pass
+        _release(self.buffers)
 
 
-def _pipelined(
-    items: Iterator[tuple[int, int]],
-    stages: list[Stage],
-    consume: Callable[[list[memoryview], list[object], int, int], None],
-    chunk: int,
-    depth: int = 3,
-) -> None:
-    """Run each of ``stages`` over every chunk, each in its own thread and buffers, and
-    ``consume`` the chunk's buffers (and what each stage returned) in this thread, in order,
-    with up to ``depth`` chunks in flight.  An exception anywhere stops all and is raised."""
-    chunks = list(items)
-    producers = [_Producer(fn, chunks, chunk, depth) for fn in stages]
-    for p in producers:
-        p.thread.start()
+def _release(buffers: list[mmap.mmap]) -> None:
+    for b in buffers:
+        try:
+            b.close()
+        except BufferError:
+            pass
+
+
+IoCall = Callable[[memoryview, int], None]
+
+
+def _try_io(io: IoCall, buf: memoryview, offset: int) -> DeviceIOError | None:
+    """One request; a failed sector is returned (to be mapped), a gone drive raises."""
     try:
-        for off, n in chunks:
-            taken = [p.take() for p in producers]
-            consume([b for b, _ in taken], [note for _, note in taken], off, n)
-            for p, (buf, _) in zip(producers, taken, strict=True):
-                p.free.put(buf)
+        io(buf, offset)
+        return None
+    except DeviceIOError as err:
+        return err
+
+
+@contextmanager
+def _requests(inflight: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads that keep up to ``inflight`` requests on the drive at once.  On the way out,
+    however it is left, every request still running is waited for, so no buffer is freed
+    under a request the kernel is still filling."""
+    pool = ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="fdffd-io")
+    try:
+        yield pool
     finally:
-        for p in producers:
-            p.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _BadBudget:
@@ -300,33 +312,53 @@ def write_pass(
     progress: Progress | None = None,
     bad_limit: int = 64 << 20,
     digests: Digests | None = None,
+    inflight: int | None = None,
 ) -> PassResult:
     """Write ``plan`` over ``[start, end)`` and flush the drive's cache.
 
-    One thread renders (and, with ``digests``, hashes) chunks while this one writes them."""
+    One thread renders (and, with ``digests``, hashes) chunks ahead while up to
+    ``inflight`` writes are on the drive; chunks complete, and are counted, in order."""
     result = PassResult()
     budget = _BadBudget(disk.path, bad_limit)
     stage = getattr(disk, "stage", "write")
+    inflight = inflight or INFLIGHT
+    chunks = list(_chunks(start, end, chunk))
     t0 = time.monotonic()
 
     def render(buf: memoryview, off: int, n: int) -> object:
         plan.render(buf, off, n)
         return xxhash.xxh3_128_digest(buf[:n]) if digests is not None else None
 
-    def write(bufs: list[memoryview], notes: list[object], off: int, n: int) -> None:
-        buf = bufs[0]
-        try:
-            disk.pwrite(buf[:n], off)
+    Pending = tuple[Future[DeviceIOError | None], memoryview, object, int, int]
+
+    def finish(item: Pending) -> None:
+        fut, buf, note, off, n = item
+        if fut.result() is None:
             budget.dead_chunks = 0
-        except DeviceIOError:
+        else:
             result.bad_ranges.extend(_split_io(disk.pwrite, buf, off, n, sector, budget, stage))
         if digests is not None:
-            digests.put(off, notes[0])  # type: ignore[arg-type]
+            digests.put(off, note)  # type: ignore[arg-type]
+        renderer.free.put(buf)
         result.bytes_done += n
         if progress:
             progress(result.bytes_done)
 
-    _pipelined(_chunks(start, end, chunk), [render], write, chunk)
+    # the ring: ``inflight`` buffers on the drive, one rendering, one rendered and waiting
+    renderer = _Producer(render, chunks, chunk, inflight + 2)
+    try:
+        with _requests(inflight) as pool:
+            pending: deque[Pending] = deque()
+            for off, n in chunks:
+                buf, note = renderer.take()
+                if len(pending) >= inflight:
+                    finish(pending.popleft())
+                fut = pool.submit(_try_io, disk.pwrite, buf[:n], off)
+                pending.append((fut, buf, note, off, n))
+            while pending:
+                finish(pending.popleft())
+    finally:
+        renderer.close()
     disk.flush()
     result.bad_ranges = merge_ranges(result.bad_ranges)
     result.seconds = time.monotonic() - t0
@@ -344,34 +376,30 @@ def verify_pass(
     progress: Progress | None = None,
     bad_limit: int = 64 << 20,
     digests: Digests | None = None,
+    inflight: int | None = None,
 ) -> PassResult:
     """Read ``[start, end)`` back and compare every byte with ``plan``.
 
-    One thread reads the drive while this one checks.  With ``digests`` from the write pass,
-    a chunk whose xxh3-128 digest matches what was written is intact; only a chunk that does
-    not match has its expectation regenerated and compared byte for byte, to map bad
-    sectors and aliases exactly.  Without digests every chunk is regenerated (in a third
-    thread) and compared."""
+    Up to ``inflight`` reads are on the drive while this thread checks the oldest chunk
+    read.  With ``digests`` from the write pass, a chunk whose xxh3-128 digest matches
+    what was written is intact; only a chunk that does not match has its expectation
+    regenerated and compared byte for byte, to map bad sectors and aliases exactly.
+    Without digests every chunk's expectation is rendered ahead in its own thread and
+    compared."""
     result = PassResult()
     budget = _BadBudget(disk.path, bad_limit)
     stage = getattr(disk, "stage", "verify")
-    unreadable: dict[int, list[tuple[int, int]]] = {}
+    inflight = inflight or INFLIGHT
+    chunks = list(_chunks(start, end, chunk))
     scratch: list[memoryview] = []
     t0 = time.monotonic()
 
-    def read(buf: memoryview, off: int, n: int) -> None:
-        try:
-            disk.pread(buf[:n], off)
-            budget.dead_chunks = 0
-        except DeviceIOError:
-            unreadable[off] = _split_io(disk.pread, buf, off, n, sector, budget, stage)
-
-    def compare(bufs: list[memoryview], notes: list[object], off: int, n: int) -> None:
-        got = bufs[0]
-        lost = unreadable.pop(off, [])
-        if digests is None:
-            bad = plan.compare(got, bufs[1], off, n, notes[1])
-        elif not lost and digests.matches(off, got[:n]):
+    def check(got: memoryview, lost: list[tuple[int, int]], off: int, n: int) -> None:
+        if expecter is not None:
+            expected, note = expecter.take()
+            bad = plan.compare(got, expected, off, n, note)
+            expecter.free.put(expected)
+        elif not lost and digests is not None and digests.matches(off, got[:n]):
             plan.observe(got, off, n)
             bad = []
         else:
@@ -387,8 +415,41 @@ def verify_pass(
         if progress:
             progress(result.bytes_done)
 
-    stages: list[Stage] = [read] if digests is not None else [read, plan.expect]
-    _pipelined(_chunks(start, end, chunk), stages, compare, chunk)
+    # ``inflight`` buffers on the drive and one being checked
+    ring = [aligned_buffer(chunk, SLACK + 4096) for _ in range(inflight + 1)]
+    free = deque(memoryview(b) for b in ring)
+    expecter = _Producer(plan.expect, chunks, chunk, inflight + 2) if digests is None else None
+    try:
+        with _requests(inflight) as pool:
+            pending: deque[tuple[Future[DeviceIOError | None], memoryview, int, int]] = deque()
+            todo = iter(chunks)
+
+            def submit_next() -> None:
+                nxt = next(todo, None)
+                if nxt is not None:
+                    buf = free.popleft()
+                    fut = pool.submit(_try_io, disk.pread, buf[: nxt[1]], nxt[0])
+                    pending.append((fut, buf, *nxt))
+
+            for _ in range(inflight):
+                submit_next()
+            while pending:
+                fut, buf, off, n = pending.popleft()
+                failed = fut.result()
+                submit_next()  # keep the drive busy while this chunk is checked
+                if failed is None:
+                    budget.dead_chunks = 0
+                    lost = []
+                else:
+                    lost = _split_io(disk.pread, buf, off, n, sector, budget, stage)
+                check(buf, lost, off, n)
+                free.append(buf)
+    finally:
+        if expecter is not None:
+            expecter.close()
+        free.clear()
+        scratch.clear()
+        _release(ring)
     result.bad_ranges = merge_ranges(result.bad_ranges)
     result.seconds = time.monotonic() - t0
     return result
