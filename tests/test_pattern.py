@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import hashlib
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdffd.pattern import SLACK, Pattern, first_mismatch, mismatch_ranges
+from fdffd.pattern import PAGE, SLACK, Pattern, first_mismatch, mismatch_ranges
 
 
 def test_pattern_depends_on_key_purpose_and_offset() -> None:
@@ -45,3 +49,36 @@ def test_fill_into_buffer_and_compare() -> None:
     b[5000] ^= 1
     assert first_mismatch(memoryview(a), memoryview(b), 8192) == 1000
     assert mismatch_ranges(memoryview(a), memoryview(b), 8192, 512) == [(512, 512), (4608, 512)]
+
+
+@given(
+    st.integers(min_value=0, max_value=1 << 30).map(lambda x: x * 16),
+    st.integers(min_value=1, max_value=(3 << 20) // 16).map(lambda x: x * 16),
+    st.integers(min_value=0, max_value=(1 << 20) // 16).map(lambda x: x * 16),
+)
+@settings(max_examples=60, deadline=None)
+def test_whole_pages_and_pieces_are_one_stream(offset: int, length: int, cut: int) -> None:
+    """A long fill (whole pages through GCM) equals the same range filled in two pieces
+    cut anywhere (pieces inside a page go through CTR): one keystream, however rendered."""
+    p = Pattern(b"k" * 32, "x")
+    cut = min(cut, length)
+    whole = bytearray(length + SLACK)
+    p.fill(memoryview(whole), offset, length)
+    parts = bytearray(length + SLACK)
+    p.fill(memoryview(parts), offset, cut)
+    p.fill(memoryview(parts)[cut:], offset + cut, length - cut)
+    assert whole[:length] == parts[:length]
+    for at in (0, cut - cut % 16, length - 16):
+        if 0 <= at < length:
+            assert p.decode_offset(bytes(whole[at : at + 16])) == offset + at
+
+
+def test_a_page_is_aes_of_its_nonce_and_counter() -> None:
+    """The block at page P, counter C is AES-128(key, P (96 bits) || 2 + C (32 bits))."""
+    p = Pattern(b"k" * 32, "x")
+    key = hmac.new(b"k" * 32, b"x", hashlib.sha256).digest()[:16]
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    for offset in (0, 16, PAGE - 16, PAGE, 5 * PAGE + 4096):
+        page, within = divmod(offset, PAGE)
+        block_in = page.to_bytes(12, "big") + (2 + within // 16).to_bytes(4, "big")
+        assert p.bytes_at(offset, 16) == enc.update(block_in)
