@@ -2,9 +2,10 @@
 
 A *plan* renders the bytes that belong at any range of the drive (the keyed fill for
 a wipe pass; partition table, filesystem, payload and fill for the image pass).
-Writing and verifying walk the same plan, in large aligned ``O_DIRECT`` chunks, with
-one thread doing I/O while another renders or compares the neighbouring chunk, so
-the drive never waits for the CPU.  An I/O error splits its chunk into smaller pieces
+Writing and verifying walk the same plan, in large aligned ``O_DIRECT`` chunks.  Two
+requests stay on the drive at once (the next is queued while the drive serves one) while
+another thread renders the chunks ahead or this one checks the chunk read last, so the
+drive never waits for the CPU.  An I/O error splits its chunk into smaller pieces
 down to single sectors, so bad flash becomes exact ``bad_ranges``.
 """
 
