@@ -6,6 +6,7 @@ This module only observes; ``fdffd.job.gate`` decides.  Strings read from the dr
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -49,6 +50,7 @@ class DeviceFacts:
     swap: tuple[str, ...] = ()  # swap areas on the disk or its partitions
     holders: tuple[str, ...] = ()  # dm/md/LVM etc. holding the disk or its partitions
     hosts: tuple[str, ...] = ()  # "root", "state_dir", "payload_dir" living on this disk
+    exclusive: bool = True  # an O_EXCL open succeeds (nothing claims the disk or a partition)
     diskseq: int | None = None
     vendor: str = ""
     model: str = ""
@@ -97,15 +99,78 @@ def _disk_of_devnum(devnum: tuple[int, int]) -> str | None:
     return real.name
 
 
-def _mountinfo_devnums() -> dict[tuple[int, int], list[str]]:
-    out: dict[tuple[int, int], list[str]] = {}
-    for line in _read(Path("/proc/self/mountinfo")).splitlines():
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as ``\\ooo``."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True)
+class Mount:
+    devnum: tuple[int, int]
+    mount_point: str
+    source: str
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The mounts of a ``/proc/self/mountinfo`` text: device number, mount point, source."""
+    out = []
+    for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 5:
+        if len(parts) < 5 or ":" not in parts[2]:
             continue
-        major, minor = parts[2].split(":")
-        out.setdefault((int(major), int(minor)), []).append(parts[4])
+        major, _, minor = parts[2].partition(":")
+        if not (major.isdigit() and minor.isdigit()):
+            continue
+        source = ""
+        if "-" in parts[5:]:
+            rest = parts[parts.index("-", 5) + 1 :]
+            source = _unescape(rest[1]) if len(rest) > 1 else ""
+        out.append(Mount((int(major), int(minor)), _unescape(parts[4]), source))
     return out
+
+
+def _rdev(path: str) -> tuple[int, int] | None:
+    """``major:minor`` of the block device node at ``path``, or None."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISBLK(st.st_mode):
+        return None
+    return (os.major(st.st_rdev), os.minor(st.st_rdev))
+
+
+def _mount_devnums(mounts: list[Mount]) -> list[tuple[tuple[int, int], str]]:
+    """(block device, mount point) of every mount.  The device is the mount's ``st_dev``,
+    and also its source device when that differs: btrfs, for one, gives its mounts an
+    anonymous ``0:N`` device, and only the source names the disk."""
+    out = []
+    for m in mounts:
+        out.append((m.devnum, m.mount_point))
+        if m.source.startswith("/dev/"):
+            src = _rdev(m.source)
+            if src is not None and src != m.devnum:
+                out.append((src, m.mount_point))
+    return out
+
+
+def _mounts_of(mounts: list[Mount], devnum: tuple[int, int]) -> list[Mount]:
+    return [m for m in mounts if m.devnum == devnum]
+
+
+def _loops_backed_by(member_devnums: dict[tuple[int, int], str]) -> list[str]:
+    """Loop devices whose backing file is the disk or one of its partitions: the kernel
+    lists no holder for them and the loop driver does not claim its backing device, yet
+    wiping the disk would pull the ground from under them."""
+    found = []
+    for entry in sorted(SYS_BLOCK.glob("loop*")):
+        backing = _read(entry / "loop" / "backing_file").removesuffix(" (deleted)")
+        if backing.startswith("/") and _rdev(backing) in member_devnums:
+            found.append(f"{entry.name} (a loop device over {backing})")
+    return found
 
 
 def _swap_devices() -> list[str]:
@@ -140,16 +205,42 @@ def loop_port(name: str) -> str:
     return f"loop:{backing}" if backing else ""
 
 
+def _sysfs_dir(devnum: tuple[int, int]) -> Path | None:
+    """The device's own sysfs directory, found by its number: a node's *name* proves
+    nothing (``mknod /tmp/stick b 8 1`` is ``sda1`` under another name)."""
+    try:
+        real = Path(f"/sys/dev/block/{devnum[0]}:{devnum[1]}").resolve(strict=True)
+    except OSError:
+        return None
+    return real if (real / "dev").exists() else None
+
+
+def _exclusive_open_possible(path: str) -> bool:
+    """Whether ``O_EXCL`` succeeds now (read-only, closed at once, nothing is written).
+    The kernel refuses it while a filesystem, swap, dm/md or another process claims the
+    disk or one of its partitions."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        return err.errno != errno.EBUSY
+    os.close(fd)
+    return True
+
+
 def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
     """Observe ``path`` and the system around it."""
     name = os.path.basename(os.path.realpath(path))
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return DeviceFacts(path=path, name=name, exists=False, is_block=False)
     if not stat.S_ISBLK(st.st_mode):
         return DeviceFacts(path=path, name=name, is_block=False)
     devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    found = _sysfs_dir(devnum)
+    if found is None:  # the kernel does not know this device number (gone meanwhile)
+        return DeviceFacts(path=path, name=name, exists=False, devnum=devnum)
+    name = found.name
     sysdir = SYS_BLOCK / name
     whole = not (sysdir / "partition").exists()
     partitions = (
@@ -165,8 +256,8 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
             a, b = dev.split(":")
             member_devnums[(int(a), int(b))] = m
 
-    mounts = _mountinfo_devnums()
-    mounted = tuple(mp for dn, mps in mounts.items() if dn in member_devnums for mp in mps)
+    mounts = parse_mountinfo(_read(Path("/proc/self/mountinfo")))
+    mounted = tuple(dict.fromkeys(mp for dn, mp in _mount_devnums(mounts) if dn in member_devnums))
 
     swap = []
     for dev in _swap_devices():
@@ -186,6 +277,7 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         hdir = SYS_BLOCK / m / "holders"
         if hdir.is_dir():
             holders.extend(h.name for h in hdir.iterdir())
+    holders.extend(_loops_backed_by(member_devnums))
 
     hosts = []
     for label, p in (("root", Path("/")), ("state_dir", state_dir), ("payload_dir", payload_dir)):
@@ -193,11 +285,14 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         dn = _devnum_of_path(probe)
-        disk = _disk_of_devnum(dn) if dn else None
-        if disk == name:
+        disks = {_disk_of_devnum(dn)} if dn else set()
+        if dn and dn[0] == 0:  # btrfs and friends: the mount's source names the disk
+            disks |= {_disk_of_devnum(src) for src, _ in _mount_devnums(_mounts_of(mounts, dn))}
+        if name in disks:
             hosts.append(label)
 
     size = int(_read(sysdir / "size") or 0) * 512
+    exclusive = _exclusive_open_possible(path) if size else True
     ro = _read(sysdir / "ro") == "1"
     if not ro:
         try:
@@ -231,6 +326,7 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         swap=tuple(swap),
         holders=tuple(sorted(set(holders))),
         hosts=tuple(hosts),
+        exclusive=exclusive,
         diskseq=int(diskseq_s) if diskseq_s.isdigit() else None,
         vendor=clean_untrusted(vendor),
         model=clean_untrusted(model),

@@ -3,8 +3,9 @@
 Hard rules come first and no configuration switches them off (DESIGN.md, decision 3):
 whole disks only; nothing mounted, used as swap or held (LVM, dm, md); never the disk
 holding ``/``, the state dir or the payload dir; write-protected media is refused with
-a message that says so.  Then policy: allowed buses, port globs, size bounds.
-``O_EXCL`` succeeding is the last hard rule; it is checked when the job opens the disk.
+a message that says so; ``O_EXCL`` must succeed.  Then policy: allowed buses, port
+globs, size bounds.  ``O_EXCL`` is tried when the facts are gathered (``exclusive``) and
+again when the job opens the disk, which keeps it exclusively for the whole job.
 """
 
 from __future__ import annotations
@@ -52,7 +53,17 @@ def _hard_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
     if f.swap:
         return Refusal("swap", f"used as swap ({', '.join(f.swap)})")
     if f.holders:
-        return Refusal("held", f"held by {', '.join(f.holders)} (LVM, dm or md)")
+        return Refusal(
+            "held",
+            f"held by {', '.join(f.holders)}: LVM, dm, md or a loop device uses it; "
+            "stop that first",
+        )
+    if not f.exclusive:
+        return Refusal(
+            "exclusive",
+            "in use: another process, a mount or a dm/md device holds it exclusively "
+            "(O_EXCL failed)",
+        )
     if f.size_bytes <= 0:
         return Refusal("no-media", "no medium (size 0); insert a card or attach the drive")
     if f.read_only:
