@@ -35,6 +35,8 @@ from ..pattern import SLACK, Pattern
 PROBE_BLOCK = 4096
 FANOUT = 16
 ROUND0_LINEAR = 64
+#: the flush region is written in pieces of this size (few large requests)
+FLUSH_PIECE = 4 << 20
 
 
 class Disk(Protocol):
@@ -107,7 +109,7 @@ class _Prober:
         self.announced = disk.size
         self.block = PROBE_BLOCK
         self.flush = max(self.block, _align_down(min(flush_bytes, self.announced // 8), self.block))
-        self.buf = aligned_buffer(max(self.block, 1 << 20), SLACK + 4096)
+        self.buf = aligned_buffer(max(self.block, FLUSH_PIECE), SLACK + 4096)
         self.view = memoryview(self.buf)
         self.written = 0
         self.read = 0
