@@ -40,6 +40,7 @@ the reverse for a handful of rarely used letters.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,8 +79,11 @@ def utf16_units(name: str) -> int:
     return len(name) + sum(1 for ch in name if ord(ch) > 0xFFFF)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def fold_case(name: str) -> str:
     """Up-case ``name`` the way FAT and exFAT compare names (see the module docstring)."""
+    if name.isascii():
+        return name.upper()
     out = []
     for ch in name:
         if ord(ch) <= 0xFFFF:
