@@ -3,7 +3,9 @@
 Requests are one line of JSON, ``{"cmd": "status"}``; answers are one line of JSON: the
 status (``station/status.py``) or ``{"error": "..."}``.  Peers that are not root are refused
 (``SO_PEERCRED``), and the socket file is mode 0600.  Bad requests get a specific error,
-never a traceback; a request larger than 64 KiB or slower than 5 s is dropped.
+never a traceback: a request larger than 64 KiB, or not complete within 5 s, is answered
+with an error saying so and the connection is closed; so is a client beyond the 32 served
+at once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from ..log import get_logger
 
 MAX_REQUEST = 64 << 10
 TIMEOUT = 5.0
+#: connections served at once; more are answered "busy" at once
+MAX_CLIENTS = 32
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -41,21 +46,31 @@ def parse_request(raw: bytes) -> dict[str, Any]:
         req = json.loads(text)
     except ValueError as err:
         raise ValueError(f"request is not JSON: {err}") from None
+    except RecursionError:
+        raise ValueError("request is not a usable JSON object: nested too deeply") from None
     if not isinstance(req, dict):
         raise ValueError('request must be a JSON object such as {"cmd": "status"}')
     cmd = req.get("cmd")
     if not isinstance(cmd, str):
-        raise ValueError('request needs a "cmd" string')
+        raise ValueError('request needs a "cmd" string, as in {"cmd": "status"}')
     return req
+
+
+class _RequestTooLarge(Exception):
+    pass
 
 
 class ControlServer:
     """Serves ``handler`` on ``path`` in a background thread until ``close()``."""
 
-    def __init__(self, path: Path, handler: Handler, *, allow_uid: int = 0) -> None:
+    def __init__(
+        self, path: Path, handler: Handler, *, allow_uid: int = 0, timeout: float = TIMEOUT
+    ) -> None:
         self.path = path
         self.handler = handler
         self.allow_uid = allow_uid
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self.log = get_logger(component="control")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if path.is_socket():
@@ -83,18 +98,54 @@ class ControlServer:
                 if self._stop.is_set():
                     return
                 continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                self._busy(conn)
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def _busy(self, conn: socket.socket) -> None:
+        with conn:
+            self.log.warning("control.busy", limit=MAX_CLIENTS)
+            try:
+                conn.settimeout(0.5)
+                self._send(conn, {"error": f"busy: {MAX_CLIENTS} clients already connected"})
+            except OSError:
+                pass
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            self._one(conn)
+        finally:
+            self._slots.release()
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(TIMEOUT)
+            conn.settimeout(self.timeout)
             try:
                 uid = peer_uid(conn)
                 if uid != self.allow_uid:
                     self.log.warning("control.refused", uid=uid)
                     self._send(conn, {"error": "permission denied: the control socket is for root"})
                     return
-                raw = self._read(conn)
+                try:
+                    raw = self._read(conn, time.monotonic() + self.timeout)
+                except _RequestTooLarge:
+                    self.log.info("control.dropped", error="request too large")
+                    self._send(
+                        conn,
+                        {"error": f"request too large: more than {MAX_REQUEST} bytes in one line"},
+                    )
+                    return
+                except TimeoutError:
+                    self.log.info("control.dropped", error="request timed out")
+                    self._send(
+                        conn,
+                        {
+                            "error": f"request timed out: no complete line within "
+                            f"{self.timeout:g} s; send one JSON line, then read the answer"
+                        },
+                    )
+                    return
                 try:
                     req = parse_request(raw)
                 except ValueError as err:
@@ -104,22 +155,33 @@ class ControlServer:
                     answer = self.handler(req)
                 except UsageError as err:
                     answer = {"error": err.message}
+                except Exception as err:
+                    self.log.exception("control.handler_failed", cmd=str(req.get("cmd"))[:64])
+                    answer = {
+                        "error": f"internal error ({type(err).__name__}) while answering; "
+                        "see the daemon's log"
+                    }
                 self._send(conn, answer)
-            except (OSError, ValueError) as err:
+            except OSError as err:  # the client went away, or stopped reading
                 self.log.info("control.dropped", error=str(err))
             except Exception:
                 self.log.exception("control.crashed")
 
     @staticmethod
-    def _read(conn: socket.socket) -> bytes:
+    def _read(conn: socket.socket, deadline: float) -> bytes:
+        """One request line, within ``deadline`` overall (a slow drip is no way around it)."""
         buf = b""
         while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            conn.settimeout(left)
             part = conn.recv(4096)
             if not part:
                 break
             buf += part
-            if len(buf) > MAX_REQUEST:
-                raise ValueError("request too large")
+            if len(buf.split(b"\n", 1)[0]) > MAX_REQUEST:
+                raise _RequestTooLarge
         return buf.split(b"\n", 1)[0]
 
     @staticmethod
@@ -146,16 +208,26 @@ def request(path: Path, req: dict[str, Any], *, timeout: float = TIMEOUT) -> dic
             raise UsageError(f"fdffd is not running (no control socket at {path})") from None
         except PermissionError:
             raise UsageError(f"permission denied on {path}: run as root") from None
-        s.sendall(json.dumps(req).encode() + b"\n")
         buf = b""
-        while not buf.endswith(b"\n"):
-            part = s.recv(65536)
-            if not part:
-                break
-            buf += part
+        try:
+            s.sendall(json.dumps(req).encode() + b"\n")
+            while not buf.endswith(b"\n"):
+                part = s.recv(65536)
+                if not part:
+                    break
+                buf += part
+        except TimeoutError:
+            raise UsageError(f"fdffd did not answer within {timeout:g} s ({path})") from None
+        except OSError as err:
+            raise UsageError(f"the control socket {path} failed: {err.strerror}") from None
     if not buf:
         raise UsageError(f"fdffd closed the control socket without answering ({path})")
-    answer = json.loads(buf)
+    try:
+        answer = json.loads(buf)
+    except (ValueError, RecursionError):
+        raise UsageError(
+            f"{path} answered something that is not JSON: is it fdffd's control socket?"
+        ) from None
     if not isinstance(answer, dict):
         raise UsageError("fdffd answered something that is not a JSON object")
     if "error" in answer:
