@@ -45,7 +45,7 @@ from typing import Any
 
 from fdffd.errors import FdffdError, FileTooLargeError, NameNotAllowedError, PayloadError
 from fdffd.fsutil import fsync_dir
-from fdffd.imaging.names import check_component, check_tree
+from fdffd.imaging.names import check_component, check_tree, fold_case
 from fdffd.imaging.types import FileEntry, Tree
 from fdffd.log import get_logger
 from fdffd.sizes import format_size
@@ -328,6 +328,29 @@ def scan_source(src: Path, *, profile: str) -> tuple[list[SourceEntry], list[Fdf
     return entries, problems
 
 
+def _case_clashes(src: Path, paths: Iterable[str], profile: str) -> list[FdffdError]:
+    """Every name that equals another in its directory but for letter case (FAT and exFAT
+    see one name), reported together with the other problems of the tree."""
+    seen: dict[tuple[str, str], str] = {}
+    out: list[FdffdError] = []
+    for path in sorted(paths):
+        parent, _, name = path.rpartition("/")
+        other = seen.setdefault((parent, fold_case(name)), name)
+        if other != name:
+            where = f"'{parent}'" if parent else "the top directory"
+            out.append(
+                NameNotAllowedError(
+                    path=shown(str(src / path)),
+                    detail=(
+                        f"'{shown(name)}' and '{shown(other)}' in {shown(where)} differ only "
+                        "in letter case; FAT and exFAT treat them as the same name: rename one"
+                    ),
+                    profile=profile,
+                )
+            )
+    return out
+
+
 def plan_import(
     src: Path,
     entries: Iterable[SourceEntry],
@@ -412,7 +435,8 @@ def plan_import(
                 )
             )
         plan_files.append(SourceFile(nfc, src / e.rel, e.size, e.mtime_ns))
-    if not found:
+    found.extend(_case_clashes(src, [*plan_dirs, *(f.path for f in plan_files)], profile))
+    if not found:  # (what check_tree adds beyond the checks above: nothing, as a backstop)
         try:
             check_tree([*plan_dirs, *(f.path for f in plan_files)])
         except NameNotAllowedError as err:
