@@ -34,6 +34,30 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(path)
 
 
+def _make_state_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise UsageError(
+            f"station.state_dir {state_dir} exists and is not a directory; fix the config, "
+            "or move what is there"
+        ) from None
+    except OSError as err:
+        raise UsageError(
+            f"station.state_dir {state_dir}: cannot create it: {err.strerror}"
+        ) from None
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= value <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} s: give 0.1 to 3600 seconds")
+    return value
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=None) + "\n")
 
@@ -46,7 +70,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from ..job.pipeline import run_job
 
     cfg = _config(args)
-    cfg.station.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_state_dir(cfg.station.state_dir)
     keys = StationKeys.load_or_create(cfg.station.state_dir)
     outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
     record = outcome.record
@@ -345,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_status)
     sp = sub.add_parser("watch", parents=[common], help="live full-screen view for volunteers")
-    sp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
+    sp.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS")
     sp.set_defaults(func=cmd_watch)
 
     payload = sub.add_parser("payload", help="import, list, verify or prune payload profiles")

@@ -43,7 +43,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fdffd.errors import FdffdError, FileTooLargeError, NameNotAllowedError, PayloadError
+from fdffd.errors import (
+    FdffdError,
+    FileTooLargeError,
+    NameNotAllowedError,
+    PayloadError,
+    UsageError,
+)
 from fdffd.fsutil import fsync_dir
 from fdffd.imaging.names import check_component, check_tree, fold_case
 from fdffd.imaging.types import FileEntry, Tree
@@ -136,6 +142,15 @@ def _profile_names(payload_dir: Path) -> list[str]:
     except OSError:
         return []
     return [n for n in names if _NAME_RE.match(n) and (payload_dir / n / VERSIONS_DIR).is_dir()]
+
+
+def _check_payload_dir(payload_dir: Path) -> None:
+    """Raise ``UsageError`` when ``station.payload_dir`` exists but is no directory."""
+    if payload_dir.exists() and not payload_dir.is_dir():
+        raise UsageError(
+            f"station.payload_dir {shown(str(payload_dir))} is not a directory; fix the "
+            "config, or move what is there"
+        )
 
 
 def _no_such_profile(payload_dir: Path, name: str) -> PayloadError:
@@ -677,6 +692,7 @@ def add_profile(
     payload_dir = Path(payload_dir)
     src = Path(src)
     check_profile_name(name)
+    _check_payload_dir(payload_dir)
     if filesystem not in FILESYSTEMS:
         raise PayloadError(
             f"unknown filesystem {shown(filesystem)!r}; use one of {', '.join(FILESYSTEMS)}",
@@ -779,6 +795,7 @@ class Profile:
 
 def _pin(payload_dir: Path, name: str, version: str | None) -> tuple[int, Profile]:
     check_profile_name(name)
+    _check_payload_dir(payload_dir)
     if version is not None and not _SHA256_RE.fullmatch(version):
         raise PayloadError(f"{shown(version)!r} is not a version (64 hex digits)", profile=name)
     pdir = payload_dir / name
@@ -905,6 +922,7 @@ def prune_profile(payload_dir: Path, name: str, keep: int = 1) -> PruneReport:
     others, and never one a job has pinned (``open_profile``)."""
     payload_dir = Path(payload_dir)
     check_profile_name(name)
+    _check_payload_dir(payload_dir)
     if keep < 1:
         raise PayloadError(
             "keep must be at least 1 (the current version is always kept)", profile=name
@@ -991,6 +1009,7 @@ class ProfileInfo:
 def list_profiles(payload_dir: Path) -> list[ProfileInfo]:
     """Every profile in ``payload_dir``, by name (none when the directory is missing)."""
     payload_dir = Path(payload_dir)
+    _check_payload_dir(payload_dir)
     out = []
     for name in _profile_names(payload_dir):
         count = len(_versions(payload_dir / name))

@@ -208,6 +208,8 @@ def request(path: Path, req: dict[str, Any], *, timeout: float = TIMEOUT) -> dic
             raise UsageError(f"fdffd is not running (no control socket at {path})") from None
         except PermissionError:
             raise UsageError(f"permission denied on {path}: run as root") from None
+        except OSError as err:
+            raise UsageError(f"cannot reach the control socket {path}: {err.strerror}") from None
         buf = b""
         try:
             s.sendall(json.dumps(req).encode() + b"\n")
