@@ -1080,3 +1080,47 @@ def test_a_failing_handler_and_a_garbage_server_give_errors_not_tracebacks(
         t.join(5)
     tally.case("bad input", "control: handler raises", "internal error answered, logged")
     tally.case("bad input", "control: socket that is not fdffd's", "UsageError, exit 2")
+
+
+CLI_PLACES = {
+    "payload dir is a file": (
+        "payload_dir",
+        ["payload", "add", "p", "{src}"],
+        "station.payload_dir {file} is not a directory",
+    ),
+    "payload dir is a file (list)": (
+        "payload_dir",
+        ["payload", "list"],
+        "station.payload_dir {file} is not a directory",
+    ),
+    "state dir is a file": (
+        "state_dir",
+        ["process", "{file}"],
+        "station.state_dir {file} exists and is not a directory",
+    ),
+    "control socket under a file": (
+        "control_socket",
+        ["status"],
+        "cannot reach the control socket {file}/c.sock: Not a directory",
+    ),
+    "negative watch interval": ("", ["watch", "--interval", "-1"], "give 0.1 to 3600 seconds"),
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_PLACES))
+def test_cli_names_a_misplaced_dir_or_a_bad_option(name: str, tmp_path: Path, tally: Tally) -> None:
+    """A config pointing into a regular file, or a bad option, is exit 2 with a message."""
+    key, argv, needle = CLI_PLACES[name]
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    src = tmp_path / "src"
+    _make(src, {"a.txt": b"x"})
+    place = {"control_socket": f"{afile}/c.sock"}.get(key, str(afile))
+    cfg = write_config(tmp_path, station={key: place} if key else {})
+    args = [a.format(src=src, file=afile) for a in argv]
+    run = fdffctl(*args, "--config", str(cfg), timeout=60)
+    assert run.code == 2, (run.code, run.stderr)
+    assert "Traceback" not in run.stderr and needle.format(file=afile) in run.stderr, run.stderr
+    assert afile.read_text() == "not a directory\n"
+    tally.case("bad input", f"CLI: {name}", "exit 2, the place named")
+    tally.count("bad input", "CLI misuses rejected cleanly")
