@@ -230,7 +230,8 @@ def _stream(fd: int, size: int, out: int | None) -> str:
 
 def hash_file(path: Path) -> tuple[int, str]:
     """(size, SHA-256 hex) of a regular file, not following a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO put where a file was must not hang the open (files ignore it)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -558,8 +559,8 @@ def _resolve_current(payload_dir: Path, name: str) -> str:
 
 
 def _copy_file(f: SourceFile, dest: Path, profile: str) -> str:
-    try:
-        fd = os.open(f.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # O_NONBLOCK: a FIFO swapped in since the scan must not hang the import
+        fd = os.open(f.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise _problem(profile, f.source, f"cannot read: {err.strerror}") from None
     try:

@@ -1124,3 +1124,39 @@ def test_cli_names_a_misplaced_dir_or_a_bad_option(name: str, tmp_path: Path, ta
     assert afile.read_text() == "not a directory\n"
     tally.case("bad input", f"CLI: {name}", "exit 2, the place named")
     tally.count("bad input", "CLI misuses rejected cleanly")
+
+
+def test_a_fifo_in_place_of_a_payload_file_never_hangs(store: Path, tally: Tally) -> None:
+    """A FIFO swapped in for a payload file is reported, not waited on (open is O_NONBLOCK)."""
+    from fdffd.payload.profiles import hash_file
+
+    with open_profile(store, "keep") as prof:
+        root = prof.files_root
+    target = next(p for p in sorted(root.rglob("*")) if p.is_file())
+    saved = target.read_bytes()
+    target.unlink()
+    os.mkfifo(target)
+    result: list[object] = []
+
+    def attempt() -> None:
+        try:
+            result.append(hash_file(target))
+        except OSError as err:
+            result.append(err)
+        result.append(verify_profile(store, "keep"))
+
+    try:
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), "hash_file or verify_profile hung on a FIFO"
+        assert isinstance(result[0], OSError) and "not a regular file" in str(result[0])
+        report = result[1]
+        rel = str(target.relative_to(root))
+        assert not report.ok and rel in report.missing_files and rel in report.extra_files  # type: ignore[attr-defined]
+    finally:
+        target.unlink()
+        target.write_bytes(saved)
+        os.chmod(target, 0o644)
+    assert verify_profile(store, "keep").ok
+    tally.case("bad input", "FIFO in place of a payload file", "reported by verify, no hang")
