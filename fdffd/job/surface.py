@@ -31,6 +31,7 @@ from ..pattern import SLACK, Pattern, first_mismatch, mismatch_ranges
 
 Progress = Callable[[int], None]  # bytes done so far in this pass
 _SPLIT = 64 << 10
+_MIN_PIECES = 16
 #: requests kept on the drive at once: the next is queued while the drive serves one, so
 #: it never idles between requests (USB UAS queues them; a loop device runs them on its
 #: workers)
@@ -257,15 +258,24 @@ def _split_io(
     budget: _BadBudget,
     stage: str,
 ) -> list[tuple[int, int]]:
-    """Redo a failed chunk in 64 KiB pieces, then failed pieces sector by sector."""
+    """Redo a failed chunk in pieces (64 KiB, or a sixteenth of a small chunk), then failed
+    pieces sector by sector.  A chunk is cut into several pieces, so one bad sector never
+    looks like a dead chunk; a chunk whose every piece fails is bad as a whole, without a
+    try of each sector (a dying drive would take minutes to answer them all), and two such
+    chunks in a row mean the drive has stopped responding."""
+    split = max(sector, min(_SPLIT, length // _MIN_PIECES // sector * sector))
     failed_pieces = []
-    for piece_off in range(0, length, _SPLIT):
-        pn = min(_SPLIT, length - piece_off)
+    for piece_off in range(0, length, split):
+        pn = min(split, length - piece_off)
         try:
             io(buf[piece_off : piece_off + pn], offset + piece_off)
         except DeviceIOError:
             failed_pieces.append((piece_off, pn))
-    budget.chunk_done(offset, len(failed_pieces) * _SPLIT >= length, stage)
+    dead = sum(pn for _, pn in failed_pieces) >= length
+    budget.chunk_done(offset, dead, stage)
+    if dead:
+        budget.spend(length)
+        return [(offset, length)]
     bad: list[tuple[int, int]] = []
     for piece_off, pn in failed_pieces:
         for s in range(piece_off, piece_off + pn, sector):
