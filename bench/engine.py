@@ -1,17 +1,22 @@
 """``scripts/bench``: fdffd against its anchors on this machine; prints one table (or JSON).
 
-    python -m bench.engine [--quick] [--passes 1,3] [--size 1GiB] [--repeat 3]
-                           [--only job,payload,probe] [--json] [--out FILE]
+    python -m bench.engine [--quick] [--passes 1,3] [--size 1GiB,4GiB] [--repeat 3]
+                           [--only job,payload,probe,scaling,memory] [--json] [--out FILE]
+                           [--plot FILE]
 
-1. job:     a whole ``fdffctl process`` on a tmpfs loop device next to ``dd`` with ``O_DIRECT``
-            writing and reading the same device in the same run (target: job <= 1.15x of
-            passes x write + 1 x read), per-stage seconds, CPU seconds per GB of surface.
-2. payload: the same with a generated payload profile (when ``fdffctl payload add`` exists),
-            next to mkfs.fat + mcopy + read back + sha256sum.
+1. job:     a whole job on a tmpfs loop device next to ``dd`` with ``O_DIRECT`` writing and
+            reading the same device in the same run (target: job <= 1.10x of passes x write +
+            1 x read), per-stage seconds, CPU seconds per GB of surface.
+2. payload: the same with a generated payload profile, next to the usual chain for the same
+            assurance: f3probe + nwipe + mkfs.fat + mcopy + read back + sha256sum (target
+            <= 0.5x); nwipe's CPU per GB.
 3. probe:   ``fdffctl probe`` next to ``f3probe --destructive`` on each simulated fake.
+4. scaling: the real daemon under udevd, 1..16 drives at USB-stick speed (blkio throttle):
+            efficiency against N x one drive (target >= 90% at 16), CPU, peak RSS per drive.
+5. memory:  the daemon's RSS over 200 consecutive small jobs: does it stay flat?
 
-Needs root (loop devices, FUSE).  Touches only devices it creates through ``fdffd.sim``.
-See docs/benchmarks.md.
+Needs root (loop devices, FUSE, cgroups).  Touches only devices it creates through
+``fdffd.sim``.  See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from typing import Any
 
 from fdffd.sizes import parse_size
 
-from . import machine, payload, probes, rawio, report
+from . import machine, payload, plot, probes, rawio, report, station, targets
 from .runner import fdffctl_path, log, missing_tools
 
-SECTIONS = ("job", "payload", "probe")
+SECTIONS = ("job", "payload", "probe", "scaling", "memory")
 
 
 def _int_list(text: str) -> list[int]:
@@ -44,6 +49,28 @@ def _int_list(text: str) -> list[int]:
     if not vals or any(not 1 <= v <= 8 for v in vals):
         raise argparse.ArgumentTypeError("pass counts are 1..8")
     return vals
+
+
+def _drive_counts(text: str) -> list[int]:
+    try:
+        vals = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of drive counts: {text!r}") from None
+    if not vals or any(not 1 <= v <= 64 for v in vals):
+        raise argparse.ArgumentTypeError("drive counts are 1..64")
+    return vals
+
+
+def _throttle(text: str) -> tuple[int, int]:
+    try:
+        w, r = (parse_size(x.strip()) for x in text.split(","))
+    except Exception:
+        raise argparse.ArgumentTypeError(
+            f"give WRITE,READ bytes per second, e.g. 20MB,35MB: {text!r}"
+        ) from None
+    if w <= 0 or r <= 0:
+        raise argparse.ArgumentTypeError("throttle speeds must be positive")
+    return w, r
 
 
 def _size_list(text: str) -> list[int]:
@@ -78,21 +105,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes (256 MiB device, 64 MiB fakes), one repetition: under a minute",
+        help="small sizes (256 MiB device, 64 MiB fakes and drives, 1 and 4 drives, 40 jobs "
+        "for memory), one repetition: about a minute",
     )
     p.add_argument(
         "--passes",
         type=_int_list,
-        default=[1],
+        default=[1, 3],
         metavar="N[,N...]",
-        help="job.passes values to measure (default 1)",
+        help="job.passes values to measure (default 1,3)",
     )
     p.add_argument(
         "--size",
         type=_size_list,
         default=None,
         metavar="SIZE[,SIZE...]",
-        help="loop device size(s) for the job section (default 1GiB; --quick 256MiB)",
+        help="loop device size(s) for the job section (default 1GiB,4GiB; --quick 256MiB)",
+    )
+    p.add_argument(
+        "--drives",
+        type=_drive_counts,
+        default=None,
+        metavar="N[,N...]",
+        help="drive counts for the scaling section (default 1,2,4,8,16; --quick 1,4)",
+    )
+    p.add_argument(
+        "--drive-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="size of each throttled drive (default 128MiB; --quick 64MiB)",
+    )
+    p.add_argument(
+        "--throttle",
+        type=_throttle,
+        default=(20_000_000, 35_000_000),
+        metavar="W,R",
+        help="USB-stick speed for the scaling section, bytes/s (default 20MB,35MB)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="consecutive jobs for the memory section (default 200; --quick 40)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=1,
+        metavar="K",
+        help="drives at once in the memory section (default 1: RSS sampled between jobs)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="write the plot (PNG) here (default docs/benchmarks.png for a full run with every "
+        "section, else none; 'none' for none)",
     )
     p.add_argument(
         "--repeat",
@@ -106,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_sections,
         default=list(SECTIONS),
         metavar="SECTIONS",
-        help="comma-separated subset of: job, payload, probe",
+        help="comma-separated subset of: " + ", ".join(SECTIONS),
     )
     p.add_argument(
         "--payload-size",
@@ -139,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     repeat = args.repeat or (1 if args.quick else 3)
-    sizes = args.size or [(256 << 20) if args.quick else (1 << 30)]
+    sizes = args.size or ([256 << 20] if args.quick else [1 << 30, 4 << 30])
+    counts = args.drives or ([1, 4] if args.quick else [1, 2, 4, 8, 16])
+    drive_size = args.drive_size or ((64 << 20) if args.quick else (128 << 20))
+    jobs = args.jobs or (40 if args.quick else 200)
     need = ["dd", "losetup", "fusermount3"]
     miss = missing_tools(need)
     if miss:
@@ -154,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": sizes,
             "passes": args.passes,
             "sections": args.only,
+            "drives": counts,
+            "drive_size": drive_size,
+            "throttle_bps": list(args.throttle),
+            "memory_jobs": jobs,
             "dir": args.dir,
             "fdffctl": fdffctl,
         },
@@ -183,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                         pbytes = args.payload_size or payload.default_payload_bytes(size)
                         try:
                             results["payload"] = payload.measure(
-                                dev, dd_w, dd_r, repeat, workdir / "payload", pbytes
+                                dev, dd_w, dd_r, repeat, workdir / "payload", pbytes, args.dir
                             )
                         finally:
                             payload.cleanup(workdir / "payload")
@@ -194,10 +271,37 @@ def main(argv: list[str] | None = None) -> int:
             results["probe"] = probes.measure(
                 fdffctl, workdir / "probe", repeat, args.quick, args.dir, have_f3
             )
+        if "scaling" in args.only or "memory" in args.only:
+            with station.UdevKeeper() as keeper:
+                station.keep_udevd(keeper)
+                if "scaling" in args.only:
+                    w, r = args.throttle
+                    log(
+                        f"scaling: {counts} drives of {report.size(drive_size)} at "
+                        f"{w / 1e6:g} MB/s write, {r / 1e6:g} MB/s read"
+                    )
+                    results["scaling"] = station.scaling(
+                        workdir, args.dir, counts, drive_size, w, r
+                    )
+                if "memory" in args.only:
+                    log(
+                        f"memory: {jobs} consecutive jobs on 64 MiB drives, "
+                        f"{args.in_flight} at a time"
+                    )
+                    results["memory"] = station.memory(
+                        workdir, args.dir, jobs, 64 << 20, in_flight=args.in_flight
+                    )
+                station.keep_udevd(None)
+                if keeper.restarts:
+                    notes.append(
+                        f"systemd-udevd went away {keeper.restarts} time(s) during the run "
+                        "(another session stopped its own); the bench started its own"
+                    )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["machine"]["load_end"] = machine.loadavg()
     results["seconds"] = round(time.monotonic() - t0, 1)
+    results["targets"] = targets.evaluate(results)
     notes.append(
         f"medians of {repeat} run(s); (±x%) is half the max-min spread over the median; "
         f"bench took {results['seconds']} s"
@@ -209,6 +313,15 @@ def main(argv: list[str] | None = None) -> int:
         "(about 0.5 s of imports) and the record's signing on top; probe times are the wall "
         "clock of `fdffctl probe`, start-up included"
     )
+    plot_to = args.plot
+    if plot_to is None and not args.quick and set(args.only) == set(SECTIONS):
+        plot_to = str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.png")
+    if plot_to and plot_to != "none":
+        why = plot.write(results, Path(plot_to))
+        results["plot"] = None if why else plot_to
+        log(f"plot: {why or plot_to}")
+        if why:
+            notes.append(f"no plot: {why}")
     text = (
         json.dumps(results, indent=2, ensure_ascii=False) + "\n"
         if args.json
@@ -220,5 +333,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run() -> None:
+    """Run ``main`` and exit with its code.  Every device and cgroup is released by then (the
+    ``with`` blocks have run); ``os._exit`` makes sure a stray non-daemon thread of some
+    library can never keep a finished bench from exiting."""
+    import traceback
+
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as err:
+        if isinstance(err, SystemExit):
+            code = err.code if isinstance(err.code, int) else (0 if err.code is None else 2)
+            if err.code is not None and not isinstance(err.code, int):
+                print(err.code, file=sys.stderr)
+        else:
+            traceback.print_exc()
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _run()

@@ -115,10 +115,108 @@ def _payload_rows(p: dict[str, Any]) -> list[tuple[str, ...]]:
                 secs(p["job_s"]["median"]),
                 f"{chain} = {secs(u['total_s']['median'])}{spread(u['total_s'])}",
                 f"{p['ratio_to_usual']:.2f}x",
-                "job / chain; the chain neither wipes nor verifies free space",
+                f"job / chain; target ≤{p['usual_target']:.1f}x: "
+                + ("met" if p["usual_met"] else "MISSED"),
+            )
+        )
+        rows.append(
+            (
+                "",
+                "  CPU per GB",
+                f"{p['cpu_s_per_gb']:.2f} s/GB" if p.get("cpu_s_per_gb") is not None else "?",
+                f"nwipe {u['nwipe_cpu_s_per_gb']:.2f} s/GB",
+                "",
+                f"nwipe: user {u['nwipe_user_s']:.2f} + sys {u['nwipe_sys_s']:.2f} s over "
+                f"{u['nwipe_surface_bytes'] / 1e9:.2f} GB written+verified (child rusage)"
+                + (
+                    f"; nwipe's fixed cost (8 MiB device) {u['nwipe_fixed_s']:.1f} s"
+                    if u.get("nwipe_fixed_s") is not None
+                    else ""
+                ),
             )
         )
     return rows
+
+
+def _scaling_rows(sc: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "skipped" in sc:
+        return [("scaling", "", "skipped", "", "", sc["skipped"])]
+    chk = sc.get("check", {})
+    rows: list[tuple[str, ...]] = []
+    for i, r in enumerate(sc["runs"]):
+        eff = r.get("efficiency")
+        verdicts = ",".join(f"{k} {v}" for k, v in r["verdicts"].items())
+        rows.append(
+            (
+                "scaling" if i == 0 else "",
+                f"{r['n']} × {size(sc['size'])}",
+                f"{r['seconds']:.1f} s, {r['throughput_bps'] / 1e6:.1f} MB/s",
+                f"{r['n']} × one drive alone",
+                f"{eff:.0%}" if eff is not None else "?",
+                f"job median {r['job_s_median']:.1f} s (max {r['job_s_max']:.1f}); "
+                f"CPU {r['daemon_cpu_s']:.2f} s = {r['daemon_cpu_s_per_gb'] or 0:.2f} s/GB; "
+                f"peak RSS {r['peak_rss'] / MiB:.0f} MiB ({r['rss_per_drive'] / MiB:.1f}/drive); "
+                f"max active {r['max_active']}; {verdicts}",
+            )
+        )
+    rows.append(
+        (
+            "",
+            "  throttle",
+            f"{sc['write_bps'] / 1e6:g} MB/s w, {sc['read_bps'] / 1e6:g} MB/s r",
+            f"dd in the cgroup: {chk.get('write_bps', 0) / 1e6:.1f} w, "
+            f"{chk.get('read_bps', 0) / 1e6:.1f} r MB/s",
+            "",
+            f"blkio cgroup v1; daemon idle RSS {sc['idle_rss'] / MiB:.0f} MiB",
+        )
+    )
+    return rows
+
+
+def _memory_rows(m: dict[str, Any]) -> list[tuple[str, ...]]:
+    if "skipped" in m:
+        return [("memory", "", "skipped", "", "", m["skipped"])]
+    series = m["rss_after_each"]
+    verdicts = ",".join(f"{k} {v}" for k, v in sorted(m["verdicts"].items()))
+    return [
+        (
+            "memory",
+            f"{m['jobs']} jobs × {size(m['size'])}, {m['in_flight']} at a time",
+            f"RSS {m['first_median'] / MiB:.1f} → {m['last_median'] / MiB:.1f} MiB "
+            f"({m['growth']:+.1%})",
+            f"first {m['window']} vs last {m['window']} median",
+            "",
+            f"min {min(series) / MiB:.1f}, max {max(series) / MiB:.1f} MiB; idle "
+            f"{m['idle_rss'] / MiB:.1f} MiB; {m['seconds']:.0f} s; {verdicts}"
+            + (
+                f"; {len(m['missed_insertions'])} insertion(s) missed, re-inserted"
+                if m.get("missed_insertions")
+                else ""
+            ),
+        )
+    ]
+
+
+def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
+    if not targets:
+        return []
+    head = ("target", "value", "", "note")
+    rows = [
+        (
+            t["target"],
+            t["value"],
+            "met" if t["met"] else ("MISSED" if t["met"] is False else "?"),
+            t["note"],
+        )
+        for t in targets
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    out = ["targets (issue 5):"]
+    for r in [head, tuple("-" * w for w in widths), *rows]:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    met = sum(1 for t in targets if t["met"])
+    out.append(f"{met} of {len(targets)} targets met")
+    return out
 
 
 def _probe_cell(t: dict[str, Any] | None) -> str:
@@ -160,6 +258,10 @@ def render(results: dict[str, Any]) -> str:
     if "payload" in results:
         rows += _payload_rows(results["payload"])
     rows += _probe_rows(results.get("probe", []))
+    if "scaling" in results:
+        rows += _scaling_rows(results["scaling"])
+    if "memory" in results:
+        rows += _memory_rows(results["memory"])
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     sep = "  "
 
@@ -176,5 +278,8 @@ def render(results: dict[str, Any]) -> str:
         out.append(line(r))
         prev = r
     out.append("")
+    tt = _targets_table(results.get("targets", []))
+    if tt:
+        out += [*tt, ""]
     out += [f"note: {n}" for n in results.get("notes", [])]
     return "\n".join(out) + "\n"
