@@ -363,8 +363,7 @@ def _image_surface(
     log.info(
         "image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes
     )
-    expected = {f.path: f.sha256 for f in payload.manifest.files}
-    return ImageSurface(plan, Pattern(key, "image"), expected, granule=sector)
+    return ImageSurface(plan, Pattern(key, "image"), payload.manifest.files, granule=sector)
 
 
 def _payload_outcome(rec: dict[str, Any], image: FillPlan, path: str, log: Any) -> None:

@@ -43,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from fdffd.errors import (
     FdffdError,
     FileTooLargeError,
@@ -194,38 +196,40 @@ def _data_regions(fd: int, size: int) -> Iterator[tuple[int, int]]:
         pos = end
 
 
-def _hash_zeros(h: Any, n: int) -> None:
+def _hash_zeros(hashes: tuple[Any, ...], n: int) -> None:
     view = memoryview(_ZEROS)
     while n > 0:
         k = min(n, _CHUNK)
-        h.update(view[:k])
+        for h in hashes:
+            h.update(view[:k])
         n -= k
 
 
-def _stream(fd: int, size: int, out: int | None) -> str:
-    """SHA-256 of the first ``size`` bytes of ``fd``, read once; copied to ``out`` when
-    given (holes stay holes).  Raises ``_SourceChanged`` when the file is shorter."""
-    h = hashlib.sha256()
+def _stream(fd: int, size: int, out: int | None) -> tuple[str, str]:
+    """(SHA-256, BLAKE3) of the first ``size`` bytes of ``fd``, read once; copied to ``out``
+    when given (holes stay holes).  Raises ``_SourceChanged`` when the file is shorter."""
+    hashes = (hashlib.sha256(), blake3.blake3())
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     pos = 0
     for start, end in _data_regions(fd, size):
-        _hash_zeros(h, start - pos)
+        _hash_zeros(hashes, start - pos)
         pos = start
         while pos < end:
             n = os.preadv(fd, [view[: min(_CHUNK, end - pos)]], pos)
             if n == 0:
                 raise _SourceChanged(f"it ended at byte {pos}")
-            h.update(view[:n])
+            for h in hashes:
+                h.update(view[:n])
             if out is not None:
                 done = 0
                 while done < n:
                     done += os.pwrite(out, view[done:n], pos + done)
             pos += n
-    _hash_zeros(h, size - pos)
+    _hash_zeros(hashes, size - pos)
     if out is not None:
         os.ftruncate(out, size)
-    return h.hexdigest()
+    return hashes[0].hexdigest(), hashes[1].hexdigest()
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -236,7 +240,7 @@ def hash_file(path: Path) -> tuple[int, str]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        return st.st_size, _stream(fd, st.st_size, None)
+        return st.st_size, _stream(fd, st.st_size, None)[0]
     finally:
         os.close(fd)
 
@@ -558,7 +562,7 @@ def _resolve_current(payload_dir: Path, name: str) -> str:
 # --- import -----------------------------------------------------------------------------
 
 
-def _copy_file(f: SourceFile, dest: Path, profile: str) -> str:
+def _copy_file(f: SourceFile, dest: Path, profile: str) -> tuple[str, str]:
     try:  # O_NONBLOCK: a FIFO swapped in since the scan must not hang the import
         fd = os.open(f.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
@@ -614,8 +618,9 @@ def _build_version(
             d.mkdir()
             os.chmod(d, 0o755)
         records = tuple(
-            FileRecord(path=f.path, size=f.size, sha256=_copy_file(f, root / f.path, profile))
+            FileRecord(path=f.path, size=f.size, sha256=sha, blake3=b3)
             for f in plan.files
+            for sha, b3 in [_copy_file(f, root / f.path, profile)]
         )
         manifest = Manifest(
             profile=profile,
