@@ -22,7 +22,7 @@ import blake3
 
 from ..imaging.plan import ImagePlan
 from ..imaging.types import Bytes, FileData, Fill, Zeros
-from ..pattern import Pattern
+from ..pattern import BLOCK, Pattern
 from ..payload.manifest import FileRecord
 from .surface import FillPlan
 
@@ -117,8 +117,13 @@ class ImageSurface(FillPlan):
         """Render fill and metadata; file data too when ``files``.  Returns the file
         segments (relative start, length, source) of the chunk."""
         segs = self.plan.segments(offset, length)
-        if any(isinstance(s.source, Fill) for s in segs):
-            self.pattern.fill(out, offset, length)
+        fills = [s for s in segs if isinstance(s.source, Fill)]
+        if any((s.offset | s.length) % BLOCK for s in fills):
+            self.pattern.fill(out, offset, length)  # the pattern starts on 16-byte blocks
+        else:  # only the gaps: a chunk of payload is not generated only to be overwritten
+            for s in fills:
+                rel = s.offset - offset
+                self.pattern.fill(out[rel:], s.offset, s.length)
         file_segs = []
         for s in segs:
             rel = s.offset - offset
