@@ -63,7 +63,8 @@ def write(results: dict[str, Any], path: Path) -> str | None:
             )
         if pay.get("usual_target") is not None:
             ax.axhline(pay["usual_target"], color="grey", ls=":", lw=1, label="vs chain target")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylim(0, max(values) * 1.18)
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_title("job time / raw I/O bound (dd O_DIRECT)", fontsize=9)
     ax.set_ylabel("ratio")
 
@@ -87,6 +88,8 @@ def write(results: dict[str, Any], path: Path) -> str | None:
         ax2.axhline(sc["rss_per_drive_target"] / MiB, color="tab:orange", ls="--", lw=1)
         ax2.set_ylabel("peak RSS / drive, MiB", color="tab:orange")
         ax2.set_ylim(bottom=0)
+        lines = ax.get_lines()[:1] + ax2.get_lines()[:1]
+        ax.legend(lines, ["efficiency", "peak RSS / drive"], fontsize=7, loc="lower left")
         ax.set_title(
             f"parallel scaling: {sc['size'] / MiB:g} MiB drives at "
             f"{sc['write_bps'] / 1e6:g}/{sc['read_bps'] / 1e6:g} MB/s",
@@ -118,7 +121,7 @@ def write(results: dict[str, Any], path: Path) -> str | None:
     else:
         ax.set_title("memory: not run", fontsize=9)
 
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

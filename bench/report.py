@@ -56,7 +56,8 @@ def _job_rows(row: dict[str, Any]) -> list[tuple[str, ...]]:
             secs(row["job_s"]["median"]) + spread(row["job_s"]),
             ref
             + (
-                f" (w{spread(row['dd_write_s'])} r{spread(row['dd_read_s'])})".replace(" (±", " ±")
+                f" (w ±{row['dd_write_s']['spread'] * 50:.0f}%, "
+                f"r ±{row['dd_read_s']['spread'] * 50:.0f}%)"
                 if row["dd_write_s"]["n"] > 1
                 else ""
             ),
@@ -153,12 +154,24 @@ def _scaling_rows(sc: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{r['seconds']:.1f} s, {r['throughput_bps'] / 1e6:.1f} MB/s",
                 f"{r['n']} × one drive alone",
                 f"{eff:.0%}" if eff is not None else "?",
-                f"job median {r['job_s_median']:.1f} s (max {r['job_s_max']:.1f}); "
+                f"attach {r['attach_s']:.1f} s; job median {r['job_s_median']:.1f} s "
+                f"(max {r['job_s_max']:.1f}); "
                 f"CPU {r['daemon_cpu_s']:.2f} s = {r['daemon_cpu_s_per_gb'] or 0:.2f} s/GB; "
                 f"peak RSS {r['peak_rss'] / MiB:.0f} MiB ({r['rss_per_drive'] / MiB:.1f}/drive); "
                 f"max active {r['max_active']}; {verdicts}",
             )
         )
+        if r.get("stages_s_median"):
+            rows.append(
+                (
+                    "",
+                    "    stages (s)",
+                    " · ".join(f"{k} {v:.2f}" for k, v in r["stages_s_median"].items()),
+                    "",
+                    "",
+                    "medians over the N jobs",
+                )
+            )
     rows.append(
         (
             "",

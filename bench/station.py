@@ -352,6 +352,8 @@ def scaling(
     for r in runs:
         if one:
             r["efficiency"] = r["throughput_bps"] / (r["n"] * one["throughput_bps"])
+            # the same, from the jobs' own times only (leaves out attaching N drives in a row)
+            r["job_efficiency"] = one["job_s_median"] / r["job_s_max"]
         r["rss_per_drive"] = r["peak_rss"] / r["n"]
         r["rss_per_drive_above_idle"] = max(0, r["peak_rss"] - out["idle_rss"]) / r["n"]
     top = max(runs, key=lambda r: r["n"]) if runs else None
@@ -395,6 +397,15 @@ def _scaling_run(
     surface = sum(_surface(r) for r in recs)
     seconds = t_end - t0
     job_s = [sum(st["seconds"] for st in r.get("stages", [])) for r in recs]
+    names: list[str] = []
+    for r in recs:
+        names += [st["name"] for st in r.get("stages", []) if st["name"] not in names]
+    stages = {
+        name: statistics.median(
+            [sum(st["seconds"] for st in r.get("stages", []) if st["name"] == name) for r in recs]
+        )
+        for name in names
+    }
     return {
         "n": n,
         "seconds": seconds,
@@ -403,6 +414,7 @@ def _scaling_run(
         "throughput_bps": surface / seconds,
         "job_s_median": statistics.median(job_s),
         "job_s_max": max(job_s),
+        "stages_s_median": stages,
         "daemon_cpu_s": cpu1 - cpu0,
         "daemon_cpu_s_per_gb": (cpu1 - cpu0) / (surface / GB) if surface else None,
         "peak_rss": rss.peak,

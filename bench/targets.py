@@ -69,6 +69,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         with_f3 = [p for p in probes if p.get("f3probe") and p["f3probe"]["own_s"]["median"]]
         if with_f3:
+            f3_wrong_all = {
+                p["case"] for p in with_f3 if p["f3probe"]["right"] < p["f3probe"]["runs"]
+            }
             slower = [
                 p["case"]
                 for p in with_f3
@@ -80,7 +83,17 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "probe faster than f3probe on each fake",
                     f"faster on {len(with_f3) - len(slower)}/{len(with_f3)}",
                     not slower,
-                    ("slower: " + ", ".join(slower)) if slower else "",
+                    (
+                        "slower: "
+                        + ", ".join(slower)
+                        + (
+                            f" (f3probe wrong on {len(f3_wrong)} of those)"
+                            if (f3_wrong := [c for c in slower if c in f3_wrong_all])
+                            else ""
+                        )
+                    )
+                    if slower
+                    else "",
                 )
             )
     if cpus:
@@ -111,7 +124,12 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"≥ {sc['efficiency_target']:.0%} parallel efficiency at {top['n']} drives",
                 f"{eff:.0%}" if eff is not None else "?",
                 bool(sc.get("efficiency_met")),
-                "" if top["n"] >= 16 else "fewer than 16 drives in this run",
+                (
+                    f"from the jobs' own times only: {top['job_efficiency']:.0%}"
+                    if top.get("job_efficiency") is not None
+                    else ""
+                )
+                + ("" if top["n"] >= 16 else "; fewer than 16 drives in this run"),
             )
         )
         rows.append(
