@@ -168,7 +168,9 @@ def _loops_backed_by(member_devnums: dict[tuple[int, int], str]) -> list[str]:
     found = []
     for entry in sorted(SYS_BLOCK.glob("loop*")):
         backing = _read(entry / "loop" / "backing_file").removesuffix(" (deleted)")
-        if backing.startswith("/") and _rdev(backing) in member_devnums:
+        # only device nodes: a stat of a regular backing file could wait on a FUSE server
+        # (a fake drive's, a stuck one's) and hang the job of an unrelated drive
+        if backing.startswith("/dev/") and _rdev(backing) in member_devnums:
             found.append(f"{entry.name} (a loop device over {backing})")
     return found
 
