@@ -7,6 +7,8 @@ a directory holding two files:
   what happens past the real size depends on the spec's ``kind``. An optional write-back cache,
   bad ranges and a runtime fault mode sit on top.
 - ``ctl``: write ``ok``, ``fail`` or ``readonly`` to switch the fault mode; read it to see the mode.
+  Write ``delay SECONDS`` to make every read and write that long (a slow or throttled drive;
+  ``delay 0`` makes it fast again).  ``FakeSpec.delay`` sets it from the start.
 
 The mount uses ``direct_io``, so every read reaches the server: the kernel page cache can never
 serve back written data and hide a fake. ``fake_drive(spec)`` starts the server in its own
@@ -55,6 +57,8 @@ class FakeSpec:
     kind: str = "honest"
     cache_bytes: int = 0
     bad_ranges: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+    #: seconds every read and write request takes (a slow drive); changeable at run time
+    delay: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bad_ranges", tuple((int(o), int(n)) for o, n in self.bad_ranges))
@@ -68,6 +72,8 @@ class FakeSpec:
             raise ValueError("an honest drive has real == announced; pick a fake kind")
         if self.cache_bytes < 0 or self.cache_bytes % CACHE_PAGE:
             raise ValueError(f"cache_bytes must be a non-negative multiple of {CACHE_PAGE}")
+        if not 0 <= self.delay <= 60:
+            raise ValueError(f"delay must be between 0 and 60 seconds, not {self.delay}")
         for off, n in self.bad_ranges:
             if off < 0 or n <= 0 or off + n > self.real:
                 raise ValueError(f"bad range ({off}, {n}) is not inside the real size")
@@ -88,6 +94,7 @@ class FakeSpec:
                 "kind": self.kind,
                 "cache_bytes": self.cache_bytes,
                 "bad_ranges": [list(r) for r in self.bad_ranges],
+                "delay": self.delay,
             }
         )
 
@@ -100,6 +107,7 @@ class FakeSpec:
             kind=d.get("kind", "honest"),
             cache_bytes=d.get("cache_bytes", 0),
             bad_ranges=tuple(tuple(r) for r in d.get("bad_ranges", ())),
+            delay=float(d.get("delay", 0.0)),
         )
 
 
@@ -119,6 +127,7 @@ class FakeMedia:
     def __init__(self, spec: FakeSpec, flash_fd: int) -> None:
         self.spec = spec
         self.mode = "ok"
+        self.delay = spec.delay
         self._fd = flash_fd
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -130,7 +139,29 @@ class FakeMedia:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
 
+    def set_delay(self, seconds: float) -> None:
+        if not 0 <= seconds <= 60:
+            raise ValueError(f"delay must be between 0 and 60 seconds, not {seconds}")
+        self.delay = seconds
+
+    def control(self, text: str) -> None:
+        """A command written to ``ctl``: a mode, or ``delay SECONDS``."""
+        word, _, arg = text.strip().partition(" ")
+        if word == "delay":
+            try:
+                seconds = float(arg)
+            except ValueError:
+                raise ValueError(f"delay needs a number of seconds, not {arg!r}") from None
+            self.set_delay(seconds)
+        else:
+            self.set_mode(word)
+
+    def _wait(self) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
     def read(self, offset: int, size: int) -> bytes:
+        self._wait()
         if self.mode == "fail":
             raise _eio()
         size = max(0, min(size, self.spec.announced - offset))
@@ -142,6 +173,7 @@ class FakeMedia:
             return self._cached_read(offset, size)
 
     def write(self, offset: int, data: bytes) -> int:
+        self._wait()
         if self.mode == "fail":
             raise _eio()
         if self.mode == "readonly":
@@ -333,7 +365,7 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
         def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
             if path == "/ctl":
                 try:
-                    media.set_mode(data.decode("ascii", "replace").strip())
+                    media.control(data.decode("ascii", "replace"))
                 except ValueError as exc:
                     raise mfusepy.FuseOSError(errno.EINVAL) from exc
                 return len(data)
@@ -462,6 +494,14 @@ class FakeDrive:
         fd = os.open(self.mountpoint / "ctl", os.O_WRONLY)
         try:
             os.write(fd, mode.encode())
+        finally:
+            os.close(fd)
+
+    def set_delay(self, seconds: float) -> None:
+        """Make every read and write take ``seconds`` (0: full speed again)."""
+        fd = os.open(self.mountpoint / "ctl", os.O_WRONLY)
+        try:
+            os.write(fd, f"delay {seconds}".encode())
         finally:
             os.close(fd)
 

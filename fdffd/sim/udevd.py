@@ -22,24 +22,40 @@ def udevd_pids() -> set[int]:
     return {int(p) for p in out.stdout.split()}
 
 
-@contextmanager
-def running_udevd() -> Iterator[None]:
-    if udevd_pids():
-        yield
-        return
+#: udevd processes this process started, stopped at the end of ``running_udevd``
+_started: set[int] = set()
+
+
+def _start_udevd() -> None:
     if not os.path.exists(UDEVD):
         raise RuntimeError(f"no {UDEVD} (Debian package udev): run scripts/bootstrap")
     subprocess.run([UDEVD, "--daemon"], check=True, capture_output=True)
     deadline = time.monotonic() + 10
     while not udevd_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    started = udevd_pids()
+    _started.update(udevd_pids())
     subprocess.run(["udevadm", "settle", "-t", "10"], check=False, capture_output=True)
+
+
+def ensure_udevd() -> None:
+    """Start a udevd if none runs now.  Another test session on the machine may have stopped
+    the one this session was using (the one it started); call this before relying on events."""
+    if not udevd_pids():
+        _start_udevd()
+
+
+@contextmanager
+def running_udevd() -> Iterator[None]:
+    """A udevd for the duration: the one running, or one of ours (stopped at the end, with any
+    that ``ensure_udevd`` started meanwhile)."""
+    if not udevd_pids():
+        _start_udevd()
     try:
         yield
     finally:
-        for pid in started:
+        for pid in sorted(_started):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        _started.clear()
