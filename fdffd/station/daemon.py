@@ -74,6 +74,7 @@ class Daemon:
         last = ""
         try:
             while not self.stop_event.wait(tick):
+                self.station.retry_pending()
                 line = status_line(self.station.status())
                 if line != last:
                     sd_notify(f"STATUS={line}")

@@ -11,6 +11,10 @@
   stays below ``job.min_speed`` for ``job.slow_window`` seconds is failed as too slow;
   stopping the station cancels running jobs as ``interrupted``.  Every job ends with exactly
   one record, and its journal entry is removed only after the record is in the audit log.
+- A record the audit log cannot take (the state dir's disk full, a torn last line) is not
+  lost: it is kept in the job's journal entry and in memory (``unrecorded`` in the status), and
+  appended, in order, as soon as the log takes it again (``retry_pending``, every few seconds
+  from the daemon), or on the next start.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from typing import Any
 from .. import __version__
 from ..audit import AuditLog, StationKeys, utc_now_iso
 from ..config import Config
-from ..errors import DriveRemovedError, FdffdError, InterruptedJobError, TooSlowError
+from ..errors import (
+    DriveRemovedError,
+    FdffdError,
+    InterruptedJobError,
+    JobFailedError,
+    TooSlowError,
+)
 from ..job.pipeline import interrupted_record, run_job
 from ..log import get_logger
 from ..sizes import format_size
@@ -94,6 +104,17 @@ class _Running:
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
     started: float = field(default_factory=time.monotonic)
     job_id: str = ""
+    entry: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """A finished job's record that the audit log has not taken yet."""
+
+    job_id: str
+    record: dict[str, Any]
+    entry: dict[str, Any]
+    on_disk: bool
 
 
 class Station:
@@ -115,6 +136,10 @@ class Station:
         self.bytes_written = 0
         self.stopping = False
         self.idle = threading.Condition(self.lock)
+        #: records waiting for the audit log, oldest first; guarded by ``record_lock``
+        self.pending: list[_Pending] = []
+        self.record_lock = threading.Lock()
+        self._retry_logged = 0.0
 
     # -- insertions already handled ------------------------------------------------------
 
@@ -133,27 +158,106 @@ class Station:
     def _save_seen(self) -> None:
         path = self._seen_path()
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"boot_id": self.boot, "insertions": sorted(self.seen)}))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps({"boot_id": self.boot, "insertions": sorted(self.seen)}))
+            os.replace(tmp, path)
+        except OSError as err:  # the in-memory set still holds; only a restart could repeat
+            self.log.error("station.seen_not_saved", path=str(path), error=err.strerror)
+            tmp.unlink(missing_ok=True)
+
+    # -- records -------------------------------------------------------------------------
+
+    def _record(self, job_id: str, rec: dict[str, Any], entry: dict[str, Any]) -> bool:
+        """Append a finished job's record, or keep it for later; True when it is in the log.
+
+        Records reach the log in the order their jobs ended: while older ones wait, a new
+        one waits behind them."""
+        with self.record_lock:
+            self._flush_pending()
+            if not self.pending:
+                try:
+                    self.audit.append(rec)
+                except Exception as err:
+                    why = err.message if isinstance(err, FdffdError) else repr(err)
+                else:
+                    self._journal_end(job_id)
+                    return True
+            else:
+                why = f"{len(self.pending)} older record(s) wait for the audit log"
+            on_disk = self.journal.keep(job_id, entry, rec)
+            self.pending.append(_Pending(job_id, rec, entry, on_disk))
+            self._retry_logged = time.monotonic()
+            self.log.error(
+                "audit.record_kept",
+                job_id=job_id,
+                verdict=rec.get("verdict"),
+                error=why,
+                kept_in="journal" if on_disk else "memory only (the journal refused it too)",
+                waiting=len(self.pending),
+            )
+            return False
+
+    def retry_pending(self) -> int:
+        """Append the records that wait, in order, as far as the log takes them; how many wait.
+        Also makes the journal's spare slots again, once there is room."""
+        with self.record_lock:
+            waiting = self._flush_pending()
+            self.journal.replenish()
+            return waiting
+
+    def _flush_pending(self) -> int:
+        while self.pending:
+            p = self.pending[0]
+            try:
+                self.audit.append(p.record)
+            except Exception as err:
+                if time.monotonic() - self._retry_logged >= 60:
+                    self._retry_logged = time.monotonic()
+                    self.log.error(
+                        "audit.records_waiting",
+                        waiting=len(self.pending),
+                        error=err.message if isinstance(err, FdffdError) else repr(err),
+                    )
+                if not p.on_disk:
+                    p.on_disk = self.journal.keep(p.job_id, p.entry, p.record)
+                break
+            self.pending.pop(0)
+            self._journal_end(p.job_id)
+            self.log.info("audit.record_appended_late", job_id=p.job_id, waiting=len(self.pending))
+        return len(self.pending)
+
+    def _journal_end(self, job_id: str) -> None:
+        try:
+            self.journal.end(job_id)
+        except OSError as err:  # the record is in the log; a stale entry would be recovered
+            self.log.error("journal.end_failed", job_id=job_id, error=err.strerror)
 
     # -- recovery ------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Give every job left in the journal (the daemon died mid-job) an interrupted record."""
+        """Record every job left in the journal: its kept record when it had finished (the
+        audit log could not take it then), else an interrupted one (the daemon died mid-job).
+        Never raises for the log: what it cannot take yet waits (``retry_pending``)."""
         count = 0
         for entry in self.journal.leftovers():
-            rec = interrupted_record(self.cfg, entry)
-            self.audit.append(rec)
-            self.journal.end(str(entry["job_id"]))
+            job_id = str(entry["job_id"])
+            kept = entry.get("record")
+            if isinstance(kept, dict) and kept.get("job_id") == job_id:
+                finished, rec = True, dict(kept)
+            else:
+                finished, rec = False, interrupted_record(self.cfg, entry)
+            entry = {k: v for k, v in entry.items() if k not in ("record", "job_id")}
+            self._record(job_id, rec, entry)
             if entry.get("insertion") and entry.get("boot_id") == self.boot:
                 self.seen.add(str(entry["insertion"]))
             port = self._port(str(entry.get("port") or ""), str(entry.get("device") or ""))
             port.last = _last(rec)
             self._count(rec)
             self.log.warning(
-                "job.interrupted",
-                job_id=entry["job_id"],
+                "job.finished_before_restart" if finished else "job.interrupted",
+                job_id=job_id,
                 device=entry.get("device"),
+                verdict=rec["verdict"],
                 found="on restart",
             )
             count += 1
@@ -242,12 +346,7 @@ class Station:
                 status=lambda stage, done, total: self._progress(run, stage, done, total),
                 on_start=lambda job_id: self._begin(run, job_id),
             )
-            try:
-                self.audit.append(outcome.record)
-            except FdffdError as err:
-                self.log.error("audit.append_failed", job_id=run.job_id, error=err.message)
-            else:
-                self.journal.end(run.job_id)
+            self._record(outcome.record["job_id"], outcome.record, run.entry)
         finally:
             with self.lock:
                 del self.running[ins.ev.name]
@@ -271,18 +370,24 @@ class Station:
         run.job_id = job_id
         run.insertion.port.job_id = job_id
         ev = run.insertion.ev
-        self.journal.begin(
-            job_id,
-            {
-                "device": ev.device,
-                "port": ev.port,
-                "diskseq": ev.diskseq,
-                "insertion": run.insertion.key,
-                "boot_id": self.boot,
-                "started_at": utc_now_iso(),
-                "profile": self.cfg.job.profile,
-            },
-        )
+        run.entry = {
+            "device": ev.device,
+            "port": ev.port,
+            "diskseq": ev.diskseq,
+            "insertion": run.insertion.key,
+            "boot_id": self.boot,
+            "started_at": utc_now_iso(),
+            "profile": self.cfg.job.profile,
+        }
+        try:
+            self.journal.begin(job_id, run.entry)
+        except OSError as err:  # without a journal entry a crash could lose the job's record
+            raise JobFailedError(
+                f"cannot write the job journal in {self.journal.dir} ({err.strerror}); "
+                "the drive was not touched: free space in the state dir and plug it in again",
+                device=ev.device,
+                stage="admit",
+            ) from None
 
     def _progress(self, run: _Running, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
@@ -353,6 +458,14 @@ class Station:
             deadline = time.monotonic() + timeout
             while self.running and time.monotonic() < deadline:
                 self.idle.wait(timeout=0.5)
+        if self.retry_pending():
+            lost = [p.job_id for p in self.pending if not p.on_disk]
+            self.log.error(
+                "audit.records_waiting_at_stop",
+                waiting=len(self.pending),
+                kept_in_journal=len(self.pending) - len(lost),
+                lost=lost,
+            )
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no job runs or waits (for tests and the demo)."""
@@ -394,6 +507,7 @@ class Station:
                     "done": self.done,
                     "by_verdict": dict(self.by_verdict),
                     "bytes_written": self.bytes_written,
+                    "unrecorded": len(self.pending),
                 },
                 "ports": ports,
             }

@@ -7,7 +7,7 @@ shape (plain dicts, so it travels as JSON unchanged):
 {"station": "station-1", "version": "0.1.0", "now": "2026-…Z", "started_at": "2026-…Z",
  "totals": {"active": 2, "queued": 1, "done": 41,
             "by_verdict": {"ok": 38, "counterfeit": 2, "refused": 1},
-            "bytes_written": 123456789},
+            "bytes_written": 123456789, "unrecorded": 0},
  "ports": [
    {"port": "pci-0000:00:14.0-usb-0:3:1.0-scsi-0:0:0:0", "name": "3",
     "device": "/dev/sdb", "drive": "SanDisk Cruzer 16.0 GiB",
@@ -24,6 +24,9 @@ shape (plain dicts, so it travels as JSON unchanged):
   the stage's progress, ``speed_bps`` the current throughput, ``eta_seconds`` the estimate for the
   whole job (null when unknown).
 - ``last.verdict`` is one of the record verdicts; ``message`` is the error message, if any.
+- ``totals.unrecorded`` counts finished jobs whose records the audit log has not taken yet (the
+  disk under the state dir is full, or its last line is torn: ``fdffctl audit repair``); they
+  are kept in the job journal and appended as soon as it can.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Totals(TypedDict):
     done: int
     by_verdict: dict[str, int]
     bytes_written: int
+    #: finished jobs whose records wait for the audit log (disk full, torn last line)
+    unrecorded: int
 
 
 class StationStatus(TypedDict):
