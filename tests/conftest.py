@@ -1,7 +1,8 @@
 """Shared fixtures: real loop devices and FUSE-simulated fake drives, removed after each test.
 
 ``loop(size)`` gives a LoopDevice over a sparse tmpfs file; ``fake(FakeSpec(...))`` gives a
-FakeDrive (counterfeit, failing or honest) behind a loop device. Both skip the test with the
+FakeDrive (counterfeit, failing or honest) behind a loop device; ``station(**job)`` gives a real
+daemon under a real udevd (``udevd``), confined to its own loop devices. Both skip the test with the
 reason when the machine cannot provide them (not root, no /dev/fuse, no losetup).
 """
 
@@ -17,6 +18,9 @@ import pytest
 
 from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
 from fdffd.sim.loopdev import LoopDevice, live_devices, loop_device
+from fdffd.sim.udevd import UDEVD, running_udevd
+
+from .station_util import Station, station_factory
 
 
 def _loop_unavailable() -> str | None:
@@ -76,6 +80,22 @@ def fake(fuse_support: None) -> Iterator[Callable[..., FakeDrive]]:
         def make(spec: FakeSpec, **kw: object) -> FakeDrive:
             return stack.enter_context(fake_drive(spec, **kw))  # type: ignore[arg-type]
 
+        yield make
+
+
+@pytest.fixture(scope="session")
+def udevd() -> Iterator[None]:
+    """A running systemd-udevd for the session (started, and stopped, if none runs)."""
+    if not os.path.exists(UDEVD):
+        pytest.skip(f"{UDEVD} not installed (Debian package udev)")
+    with running_udevd():
+        yield
+
+
+@pytest.fixture
+def station(udevd: None, tmp_path: Path, fuse_support: None) -> Iterator[Callable[..., Station]]:
+    """Factory: ``station(**job)`` -> a Station (tests/station_util.py), killed after the test."""
+    with station_factory(tmp_path) as make:
         yield make
 
 

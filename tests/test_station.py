@@ -6,126 +6,21 @@ over the backing file's path), so the daemon never touches another device on the
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fdffd.sim.fakedrive import FakeSpec, fake_drive
 from fdffd.sim.loopdev import loop_device
-from fdffd.sim.udevd import UDEVD, running_udevd
 
 from .cli_util import fdffctl, write_config
+from .station_util import Station, drives
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def udevd() -> Iterator[None]:
-    """A running systemd-udevd for the session (started, and stopped, if none runs)."""
-    if not os.path.exists(UDEVD):
-        pytest.skip(f"{UDEVD} not installed (Debian package udev)")
-    with running_udevd():
-        yield
-
-
-class Station:
-    """A daemon process of our own, with its config and state under ``root``."""
-
-    def __init__(self, root: Path, shm: Path, **job: Any) -> None:
-        self.root = root
-        self.shm = shm
-        self.config = write_config(
-            root,
-            station={"control_socket": str(root / "control.sock")},
-            drives={"allow_loop": True, "ports": [f"loop:{shm}/*"]},
-            job={"workers": 8, **job},
-        )
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = root / "daemon.log"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("a"),
-            stdin=subprocess.DEVNULL,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if (self.root / "control.sock").exists() and self.status_or_none() is not None:
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.1)
-        raise AssertionError("the daemon did not come up: " + self.log.read_text())
-
-    def status_or_none(self) -> dict[str, Any] | None:
-        run = fdffctl("status", "--json", "--config", str(self.config), timeout=10)
-        return run.record if run.code == 0 else None
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=120)
-
-    def records(self) -> list[dict[str, Any]]:
-        log = self.root / "state" / "audit.jsonl"
-        if not log.exists():
-            return []
-        return [json.loads(line) for line in log.read_text().splitlines()]
-
-    def wait_records(self, n: int, timeout: float = 120) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            recs = self.records()
-            if len(recs) >= n:
-                return recs
-            time.sleep(0.2)
-        raise AssertionError(
-            f"{len(self.records())} of {n} records; log:\n{self.log.read_text()[-3000:]}"
-        )
-
-
-@pytest.fixture
-def station(udevd: None, tmp_path: Path, fuse_support: None) -> Iterator[Callable[..., Station]]:
-    shm = Path(tempfile.mkdtemp(prefix="fdffd-station-", dir="/dev/shm"))
-    made: list[Station] = []
-
-    def make(**job: Any) -> Station:
-        st = Station(tmp_path, shm, **job)
-        made.append(st)
-        return st
-
-    try:
-        yield make
-    finally:
-        for st in made:
-            if st.proc and st.proc.poll() is None:
-                st.stop(signal.SIGKILL)
-        shutil.rmtree(shm, ignore_errors=True)
-
-
-@contextmanager
-def _drives(shm: Path, specs: list[int | FakeSpec]) -> Iterator[list[str]]:
-    with ExitStack() as stack:
-        paths = []
-        for spec in specs:
-            if isinstance(spec, FakeSpec):
-                paths.append(stack.enter_context(fake_drive(spec, directory=str(shm))).path)
-            else:
-                paths.append(stack.enter_context(loop_device(spec, directory=shm)).path)
-        yield paths
 
 
 def test_eight_drives_at_once_each_processed_once(station: Callable[..., Station]) -> None:
@@ -135,7 +30,7 @@ def test_eight_drives_at_once_each_processed_once(station: Callable[..., Station
     st.start()
     fake = FakeSpec(announced=256 * MiB, real=64 * MiB, kind="wraparound")
     t0 = time.monotonic()
-    with _drives(st.shm, [192 * MiB] * 7 + [fake]) as paths:
+    with drives(st.shm, [192 * MiB] * 7 + [fake]) as paths:
         attach_seconds = time.monotonic() - t0
         seen_active: dict[str, float] = {}
         max_active = 0
@@ -168,7 +63,7 @@ def test_drive_dying_mid_wipe_fails_alone(station: Callable[..., Station]) -> No
     """A drive that dies mid-wipe gets a failed record; the others finish ok."""
     st = station()
     st.start()
-    with _drives(st.shm, [FakeSpec.honest(256 * MiB), 192 * MiB, 192 * MiB]) as paths:
+    with drives(st.shm, [FakeSpec.honest(256 * MiB), 192 * MiB, 192 * MiB]) as paths:
         with fake_drive(FakeSpec.honest(256 * MiB), directory=str(st.shm)) as dying:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -192,7 +87,7 @@ def test_kill_9_then_restart_records_the_running_job_interrupted(
     drive is not started over, and the audit log verifies."""
     st = station()
     st.start()
-    with _drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
+    with drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = st.status_or_none() or {"ports": []}
@@ -214,7 +109,7 @@ def test_sigterm_records_running_jobs_interrupted(station: Callable[..., Station
     """SIGTERM stops cleanly: running jobs are recorded interrupted, exit 0, log intact."""
     st = station()
     st.start()
-    with _drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
+    with drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = st.status_or_none() or {"ports": []}
@@ -233,7 +128,7 @@ def test_too_slow_drive_is_failed(station: Callable[..., Station]) -> None:
     """A drive below job.min_speed for job.slow_window is failed as too slow."""
     st = station(min_speed="1TB", slow_window=0.3)
     st.start()
-    with _drives(st.shm, [FakeSpec.honest(512 * MiB)]):
+    with drives(st.shm, [FakeSpec.honest(512 * MiB)]):
         (rec,) = st.wait_records(1)
     assert rec["verdict"] == "failed"
     assert "too slow" in rec["error"]["message"]
