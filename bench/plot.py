@@ -115,7 +115,7 @@ def write(results: dict[str, Any], path: Path) -> str | None:
         )
         ax.set_xlabel("job")
         ax.set_ylabel("daemon RSS after the record, MiB")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(series) / MiB * 1.2)
         ax.legend(fontsize=7, loc="lower right")
         ax.set_title(f"memory: {len(series)} consecutive jobs ({mem['growth']:+.1%})", fontsize=9)
     else:
