@@ -31,6 +31,8 @@ def status_line(status: dict[str, Any]) -> str:
     for verdict in ("counterfeit", "defective", "failed", "refused", "interrupted"):
         if t["by_verdict"].get(verdict):
             parts.append(f"{t['by_verdict'][verdict]} {verdict}")
+    if t.get("unrecorded"):
+        parts.append(f"{t['unrecorded']} records waiting for the audit log")
     return ", ".join(parts)
 
 

@@ -223,6 +223,9 @@ def summary_line(status: Mapping[str, Any]) -> str:
         n = _count(by_verdict.get(verdict))
         if n:
             parts.append(f"{n} {verdict}")
+    unrecorded = _count(totals.get("unrecorded"))
+    if unrecorded:
+        parts.append(f"{unrecorded} record(s) waiting for the audit log (state disk full?)")
     return ", ".join(parts)
 
 
