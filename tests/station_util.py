@@ -23,7 +23,7 @@ from typing import Any
 
 from fdffd.errors import UsageError
 from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
-from fdffd.sim.loopdev import LoopDevice, loop_device
+from fdffd.sim.loopdev import LoopDevice, backing_file_of, loop_device
 from fdffd.sim.udevd import ensure_udevd, udevd_pids
 from fdffd.station.control import request
 
@@ -56,6 +56,8 @@ class Station:
         )
         self.proc: subprocess.Popen[str] | None = None
         self.log = root / "daemon.log"
+        self._udevd: set[int] = set()
+        self._udevd_checked = 0.0
 
     @property
     def audit_log(self) -> Path:
@@ -69,8 +71,32 @@ class Station:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def keep_udev_events(self) -> None:
+        """Other test sessions on the machine start and stop udevds: when the one running is
+        not the one seen before, events for our drives may have been lost in between; start
+        one if none runs, and replay a change event for each of our loop devices (the daemon
+        takes a change like an add, and ignores insertions it has seen)."""
+        now = time.monotonic()
+        if now - self._udevd_checked < 0.5:
+            return
+        self._udevd_checked = now
+        pids = udevd_pids()
+        if pids and pids == self._udevd:
+            return
+        ensure_udevd()
+        self._udevd = udevd_pids()
+        for entry in Path("/sys/block").glob("loop*"):
+            backing = backing_file_of(entry.name)
+            if backing and backing.startswith(f"{self.shm}/"):
+                subprocess.run(
+                    ["udevadm", "trigger", "--action=change", f"/dev/{entry.name}"],
+                    check=False,
+                    capture_output=True,
+                )
+
     def start(self) -> None:
         ensure_udevd()  # another session on the machine may have stopped the one we used
+        self._udevd = udevd_pids()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
@@ -94,6 +120,7 @@ class Station:
 
     def status_or_none(self) -> dict[str, Any] | None:
         """The daemon's status over its control socket (what ``fdffctl status --json`` prints)."""
+        self.keep_udev_events()
         try:
             return request(self.socket, {"cmd": "status"}, timeout=10)
         except (UsageError, OSError, ValueError):
@@ -126,6 +153,7 @@ class Station:
         return self.proc.wait(timeout=120)
 
     def records(self) -> list[dict[str, Any]]:
+        self.keep_udev_events()
         if not self.audit_log.exists():
             return []
         return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
