@@ -1,0 +1,96 @@
+"""Render the reliability suite's tally (its JSON output) into docs/reliability.md.
+
+    python -m tests.reliability.report TALLY.json [docs/reliability.md]
+
+Replaces what lies between the ``<!-- reliability:begin -->`` and ``<!-- reliability:end -->``
+markers with the figures table and the cases, and leaves the rest of the page alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- reliability:begin -->"
+END = "<!-- reliability:end -->"
+
+
+def _n(counts: dict[str, dict[str, int]], section: str, metric: str) -> int:
+    return int(counts.get(section, {}).get(metric, 0))
+
+
+def render(tally: dict[str, Any], when: str | None = None) -> str:
+    counts: dict[str, dict[str, int]] = tally.get("counts", {})
+    cases: dict[str, list[dict[str, str]]] = tally.get("cases", {})
+    when = when or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run = "full run (`scripts/reliability`)" if tally.get("full") else "fast run"
+    labels = [
+        ("faults injected", ""),
+        ("faults survived", "= injected"),
+        ("bad inputs tried", ""),
+        ("bad inputs rejected cleanly", "= tried"),
+        ("drives processed under load", ""),
+        ("records written under load", "= drives"),
+        ("records lost", "0"),
+        ("wrong devices touched", "0"),
+    ]
+    keys = [
+        ("faults", "injected"),
+        ("faults", "survived"),
+        ("bad input", "tried"),
+        ("bad input", "rejected cleanly"),
+        ("load", "drives processed"),
+        ("load", "records"),
+        ("load", "records lost"),
+        ("safety", "wrong devices touched"),
+    ]
+    pairs = zip(labels, keys, strict=True)
+    rows = [(label, _n(counts, *key), target) for (label, target), key in pairs]
+    out = [
+        BEGIN,
+        f"Figures of the last {run}, {when}:",
+        "",
+        "| what | count | target |",
+        "| --- | ---: | --- |",
+    ]
+    out += [f"| {what} | {n} | {target} |" for what, n, target in rows]
+    shown = set(keys)
+    extra = [
+        f"| {section}: {metric} | {n} | |"
+        for section, metrics in sorted(counts.items())
+        for metric, n in sorted(metrics.items())
+        if (section, metric) not in shown
+    ]
+    out += extra
+    for section, items in sorted(cases.items()):
+        out += ["", f"**{section}** ({len(items)} cases)", ""]
+        out += ["| case | outcome |", "| --- | --- |"]
+        out += [f"| {c['case']} | {c['outcome']} |" for c in items]
+    out.append(END)
+    return "\n".join(out)
+
+
+def replace_block(page: str, block: str) -> str:
+    if BEGIN not in page or END not in page:
+        raise SystemExit(f"the page has no {BEGIN} ... {END} block to replace")
+    head, rest = page.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + block + tail
+
+
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    tally = json.loads(Path(argv[0]).read_text())
+    page_path = Path(argv[1] if len(argv) > 1 else "docs/reliability.md")
+    page_path.write_text(replace_block(page_path.read_text(), render(tally)))
+    print(f"{page_path}: figures updated from {argv[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
