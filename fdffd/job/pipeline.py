@@ -17,11 +17,12 @@ from typing import Any
 from .. import __version__
 from ..audit.record import utc_now_iso
 from ..config import Config
-from ..devices.blockdev import BlockDevice
+from ..devices.blockdev import BlockDevice, aligned_buffer
 from ..devices.facts import DeviceFacts, gather
 from ..errors import (
     CounterfeitError,
     DefectiveError,
+    DeviceIOError,
     FdffdError,
     JobFailedError,
     PayloadChangedError,
@@ -409,16 +410,27 @@ def _surface(
         dev.stage = name
         _status(job, name, 0, usable)
         plan = image if last else FillPlan(Pattern(key, name), granule=sector)
-        res = write_pass(
-            dev,
-            plan,
-            0,
-            usable,
-            chunk=chunk,
-            sector=sector,
-            progress=_report(job, name, usable),
-            digests=digests if last else None,
-        )
+        try:
+            res = write_pass(
+                dev,
+                plan,
+                0,
+                usable,
+                chunk=chunk,
+                sector=sector,
+                progress=_report(job, name, usable),
+                digests=digests if last else None,
+            )
+        except DeviceIOError as err:
+            offset = int(err.fields.get("offset") or 0)
+            if _turned_read_only(dev, offset):
+                raise DefectiveError(
+                    f"it turned read-only during {name}: writes fail, reads still work (worn-out "
+                    "flash does this); it cannot be wiped, so it must not leave the station",
+                    device=dev.path,
+                    stage=name,
+                ) from None
+            raise
         written += res.bytes_done
         bad.extend(res.bad_ranges)
         job.stage(name, res.seconds, res.bytes_done)
@@ -442,6 +454,23 @@ def _surface(
         bad.extend(vres.bad_ranges)
         log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
     return written, merge_ranges(bad)
+
+
+def _turned_read_only(dev: BlockDevice, offset: int) -> bool:
+    """After writes stopped working at ``offset``: whether the drive still reads there and
+    refuses to write back the very bytes it read (so nothing changes on it)."""
+    sector = dev.geometry.logical_sector
+    at = offset - offset % sector
+    buf = memoryview(aligned_buffer(max(sector, 4096)))[:sector]
+    try:
+        dev.pread(buf, at)
+    except FdffdError:
+        return False
+    try:
+        dev.pwrite(buf, at)
+    except FdffdError:
+        return True
+    return False
 
 
 def capacity_from_verify(

@@ -110,8 +110,9 @@ def _expect_victim(fault: str, stage: str) -> set[str]:
     if fault in ("drive removed", "drive fails every I/O"):
         return {"failed"}
     if fault == "drive turns read-only":
-        # in verify everything was written already: the drive holds what it must, and reads
-        return {"ok"} if stage == "verify" else {"failed"}
+        # worn-out flash does this: it cannot be wiped any more (defective); in verify all was
+        # written already: the drive holds what it must, and reads
+        return {"ok"} if stage == "verify" else {"defective"}
     if fault.startswith("daemon"):
         return {"interrupted"}
     if fault == "payload file changed":
@@ -157,6 +158,8 @@ def test_fault_during_stage(
         assert v["verdict"] in _expect_victim(fault, stage), v
         if v["verdict"] not in ("ok", "rescued"):
             assert v["error"]["message"], v
+        if v["verdict"] == "defective":
+            assert "turned read-only" in v["error"]["message"], v
         if fault.startswith("daemon"):
             assert n["verdict"] == "interrupted", n
         elif fault == "payload file changed":
