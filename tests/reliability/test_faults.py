@@ -261,8 +261,9 @@ def test_torn_last_line_is_reported_and_never_built_on(
     station: Callable[..., Station], tally: Tally
 ) -> None:
     """A power cut mid-append leaves a torn last line: audit verify fails naming it, the
-    daemon does not append after it (the next record waits in the journal), and after
-    ``fdffctl audit repair`` the waiting record is appended and the log verifies."""
+    daemon does not append after it (the next record waits in the journal, and survives a
+    crash and restart on the torn log), and after ``fdffctl audit repair`` the waiting record
+    is appended and the log verifies."""
     st = station()
     st.start()
     with loop_device(96 * MiB, directory=st.shm) as first:
@@ -284,6 +285,11 @@ def test_torn_last_line_is_reported_and_never_built_on(
         assert st.audit_log.read_bytes() == whole + torn, "nothing appended after a torn line"
         (kept,) = _journal_records(st)
         assert kept["verdict"] == "ok" and kept["device"]["path"] == second.path
+        st.stop(signal.SIGKILL)  # a crash now: the daemon must come up on the torn log
+        st.start()
+        status = st.status_or_none()
+        assert status is not None and status["totals"]["unrecorded"] == 1
+        assert st.audit_log.read_bytes() == whole + torn
         repair = fdffctl("audit", "repair", "--config", str(st.config))
         assert repair.code == 0, repair.stderr
         (side,) = st.state_dir.glob("audit.jsonl.torn-*")
