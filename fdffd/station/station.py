@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .. import __version__
-from ..audit import AuditLog, StationKeys, utc_now_iso
+from ..audit import AuditLog, JobRecord, StationKeys, utc_now_iso
 from ..config import Config
 from ..errors import (
     DriveRemovedError,
@@ -172,6 +174,7 @@ class Station:
 
         Records reach the log in the order their jobs ended: while older ones wait, a new
         one waits behind them."""
+        rec = self._appendable(job_id, rec, entry)
         with self.record_lock:
             self._flush_pending()
             if not self.pending:
@@ -196,6 +199,28 @@ class Station:
                 waiting=len(self.pending),
             )
             return False
+
+    def _appendable(
+        self, job_id: str, rec: dict[str, Any], entry: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The record, or, when it does not validate (a bug), a valid ``failed`` record of the
+        job saying so: waiting for the log, an invalid record would hold back all after it."""
+        try:
+            JobRecord.model_validate(rec)
+        except ValidationError as err:
+            first = err.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "record"
+            self.log.critical("audit.record_invalid", job_id=job_id, error=str(err), record=rec)
+            fallback = interrupted_record(self.cfg, {**entry, "job_id": job_id})
+            fallback["verdict"] = "failed"
+            fallback["error"] = {
+                "code": "internal",
+                "message": f"the job's record did not validate ({where}: {first['msg']}); "
+                "the daemon's log has it in full",
+                "stage": None,
+            }
+            return fallback
+        return rec
 
     def retry_pending(self) -> int:
         """Append the records that wait, in order, as far as the log takes them; how many wait.

@@ -302,3 +302,33 @@ def test_torn_last_line_is_reported_and_never_built_on(
     tally.count("faults", "injected")
     tally.count("faults", "survived")
     tally.case("faults", "torn last line (power cut mid-append)", "reported; repaired; 0 lost")
+
+
+def test_a_record_that_does_not_validate_holds_back_no_other(tmp_path: Path, tally: Tally) -> None:
+    """A job record the schema rejects (a bug) becomes a valid ``failed`` record saying so;
+    it neither disappears nor keeps the records after it from the log."""
+    from fdffd.audit import StationKeys, verify
+    from fdffd.config import load_config
+    from fdffd.job.pipeline import interrupted_record
+    from fdffd.station.station import Station as StationCore
+
+    from ..cli_util import write_config
+
+    cfg = load_config(write_config(tmp_path))
+    cfg.station.state_dir.mkdir(parents=True)
+    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    core = StationCore(cfg, keys)
+    entry = {"device": "/dev/loop-none", "port": "", "started_at": "2026-12-02T00:00:00.000Z"}
+    bad = {"job_id": "a" * 32, "verdict": "ok", "no such field": 1}
+    assert core._record("a" * 32, bad, entry)
+    after = interrupted_record(cfg, {**entry, "job_id": "b" * 32})
+    assert core._record("b" * 32, after, entry)
+    assert core.retry_pending() == 0
+    recs = [json.loads(line) for line in core.audit.path.read_text().splitlines()]
+    assert [r["job_id"] for r in recs] == ["a" * 32, "b" * 32]
+    assert recs[0]["verdict"] == "failed" and "did not validate" in recs[0]["error"]["message"]
+    assert verify(core.audit.path, keys.public_key).ok
+    assert list((cfg.station.state_dir / "journal").glob("*.json")) == []
+    tally.count("faults", "injected")
+    tally.count("faults", "survived")
+    tally.case("faults", "a job record that does not validate", "recorded failed, log intact")
