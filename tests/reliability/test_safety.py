@@ -333,7 +333,9 @@ class Rig:
     tmp: Path
     notes: list[str] = field(default_factory=list)
 
-    def mount(self, source: str, *, ro: bool = False) -> Path:
+    def mount(self, source: str, *, ro: bool = True) -> Path:
+        """Mount ``source`` (read-only by default: ext4 mounted read-write writes its
+        superblock and journal by itself, later, which a checksum would blame on fdffd)."""
         mnt = Path(self.tmp / f"mnt-{secrets.token_hex(3)}")
         mnt.mkdir()
         _run("mount", "-o", "ro,noatime" if ro else "noatime", source, str(mnt))
@@ -463,9 +465,9 @@ def _plain(**drives: Any) -> Callable[[Rig], tuple[str, dict[str, dict[str, Any]
 def _hosts(which: str) -> Callable[[Rig], tuple[str, dict[str, dict[str, Any]]]]:
     def build(r: Rig) -> tuple[str, dict[str, dict[str, Any]]]:
         _mkfs_ext4(r.dev.path)
-        # the payload dir read-only, so nothing can change the disk but fdffd; the state dir
-        # is only checked with `probe`, which writes no state (see test_state_dir_disk_...)
-        mnt = r.mount(r.dev.path, ro=which == "payload_dir")
+        # read-only, so nothing but fdffd could change the disk; the state dir is checked
+        # with `probe` here, which writes no state (and see test_state_dir_disk_...)
+        mnt = r.mount(r.dev.path)
         return r.dev.path, {"station": {which: str(mnt / "fdffd")}}
 
     return build
@@ -547,7 +549,7 @@ def test_state_dir_disk_is_refused_and_logged_there(
     """`process` refuses the disk its state dir is on (exit 6) and logs the refusal there."""
     with _rig(loop, tmp_path) as rig:
         _mkfs_ext4(rig.dev.path)
-        state = rig.mount(rig.dev.path) / "fdffd"
+        state = rig.mount(rig.dev.path, ro=False) / "fdffd"
         cfg = _config(tmp_path, rig.dev, {"station": {"state_dir": str(state)}})
         run = fdffctl("process", rig.dev.path, "--config", str(cfg), "--json", timeout=120)
         assert run.code == 6, (run.stdout, run.stderr)
