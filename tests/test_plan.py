@@ -14,6 +14,7 @@ from fdffd.imaging.plan import ID_BYTES, build_plan, choose_filesystem
 from fdffd.imaging.types import Bytes, FileData, FileEntry, Fill, Tree, Zeros
 from fdffd.job.image import ImageSurface
 from fdffd.pattern import SLACK, Pattern
+from fdffd.payload.manifest import FileRecord
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -92,8 +93,8 @@ def test_rendering_is_the_plan_over_the_fill(tmp_path: Path, fs: str) -> None:
     )
     plan = build_plan(96 * MiB, tree, filesystem=fs, label="FREEDOM", ids=os.urandom(ID_BYTES))
     pattern = Pattern(b"k" * 32, "image")
-    expected = {f.path: "0" * 64 for f in tree.files}
-    surface = ImageSurface(plan, pattern, expected)
+    records = [FileRecord(path=f.path, size=f.size, sha256="0" * 64) for f in tree.files]
+    surface = ImageSurface(plan, pattern, records)
     chunk = 1 * MiB + 512 * 3  # chunks that straddle extents
     buf = bytearray(chunk + SLACK)
     view = memoryview(buf)
