@@ -89,8 +89,10 @@ def test_mounted_drive_refused(tmp_path: Path, loop: Callable[..., LoopDevice]) 
     """A drive with a mounted filesystem: exit 6, rule mounted, not one byte changed."""
     dev = loop(64 * MiB)
     # no lazy init and a read-only mount: the kernel itself must not change the disk meanwhile
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
-                    dev.path], check=True)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev.path],
+        check=True,
+    )
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     subprocess.run(["mount", "-o", "ro", dev.path, str(mnt)], check=True)
@@ -126,10 +128,15 @@ def test_partition_is_refused(tmp_path: Path, loop: Callable[..., LoopDevice]) -
     subprocess.run(["sfdisk", "-q", dev.path], input="2048,+\n", text=True, check=True)
     subprocess.run(["partx", "-a", dev.path], check=False)
     part = dev.path + "p1"
-    if not os.path.exists(part):
-        subprocess.run(["losetup", "-P", dev.path], check=False)  # ask the kernel to scan it
-    assert os.path.exists(part)
-    _refused(tmp_path, part, "whole-disk")
+    try:
+        if not os.path.exists(part):
+            subprocess.run(["losetup", "-P", dev.path], check=False)  # ask the kernel to scan it
+        assert os.path.exists(part)
+        _refused(tmp_path, part, "whole-disk")
+    finally:
+        # a partition added by hand outlives the loop device's detach: the next test to get
+        # this loop number would find it
+        subprocess.run(["partx", "-d", dev.path], check=False, capture_output=True)
 
 
 def test_bad_config_exits_2(tmp_path: Path) -> None:
