@@ -786,3 +786,24 @@ def test_verify_result_raises_audit_verify_error(tmp_path: Path, keys: StationKe
     with pytest.raises(AuditVerifyError) as info:
         result.raise_for_failure()
     assert info.value.fields["line"] == 2 and str(path) in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Path) -> None:
+    """On a state dir that turned read-only, existing keys still load (nothing is written);
+    missing ones are an AuditError naming the file, not a traceback."""
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        made = StationKeys.load_or_create(mnt)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        again = StationKeys.load_or_create(mnt)
+        assert again.fingerprint == made.fingerprint
+        subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+        (mnt / "station.pub").unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(AuditError, match=r"station\.pub.*cannot create"):
+            StationKeys.load_or_create(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

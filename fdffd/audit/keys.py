@@ -239,7 +239,12 @@ def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
     The content is complete and fsynced before the name appears, so a reader never sees a
     half-written key, and ``os.link`` refuses to replace an existing file.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.exists():
+        return False  # nothing to write: a read-only or full state dir is no error then
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise AuditError(path=path, detail=f"cannot create: {exc.strerror}") from exc
     try:
         try:
             os.fchmod(fd, mode)
