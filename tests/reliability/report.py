@@ -31,7 +31,7 @@ def render(tally: dict[str, Any], when: str | None = None) -> str:
         ("faults injected", ""),
         ("faults survived", "= injected"),
         ("bad inputs tried", ""),
-        ("bad inputs rejected cleanly", "= tried"),
+        ("bad inputs rejected cleanly", "= tried - accepted (inputs that were valid)"),
         ("drives processed under load", ""),
         ("records written under load", "= drives"),
         ("records lost", "0"),
