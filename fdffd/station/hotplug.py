@@ -46,6 +46,11 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
     except (KeyError, ValueError, AttributeError):
         size = 0
     seq = props.get("DISKSEQ")
+    if action != "remove" and seq and _current_diskseq(dev) not in (None, str(seq)):
+        # A late event of an earlier medium (a detach's change, read after the next attach):
+        # its size and port, read from sysfs now, would be the new medium's, under the old
+        # DISKSEQ, and make two jobs of one insertion.  The new medium's own event follows.
+        return None
     bus = "loop" if name.startswith("loop") else str(props.get("ID_BUS", ""))
     return DiskEvent(
         action=action,
@@ -58,6 +63,18 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
         vendor=clean_untrusted(props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR", "")),
         model=clean_untrusted(props.get("ID_MODEL_ENC") or props.get("ID_MODEL", "")),
     )
+
+
+def _current_diskseq(dev: Any) -> str | None:
+    """The disk's DISKSEQ now (sysfs ``diskseq``), None when the kernel does not say."""
+    try:
+        value = dev.attributes.get("diskseq")
+    except (KeyError, AttributeError, OSError):
+        return None
+    if value is None:
+        return None
+    text = value.decode().strip() if isinstance(value, bytes) else str(value).strip()
+    return text or None
 
 
 class HotplugWatch:
