@@ -101,7 +101,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"worst: {worst_name}"
         pc = pay.get("cpu_s_per_gb") if pay else None
         if pc is not None and not math.isnan(pc):
-            note += f"; with the payload (SHA-256 of every file) {pc:.2f} s/GB"
+            note += f"; with the payload (every file hashed from the drive) {pc:.2f} s/GB"
         nw = (pay.get("usual") or {}).get("nwipe_cpu_s_per_gb") if pay else None
         if nw is not None:
             note += f"; nwipe {nw:.2f} s/GB"
