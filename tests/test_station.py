@@ -87,7 +87,7 @@ def test_kill_9_then_restart_records_the_running_job_interrupted(
     drive is not started over, and the audit log verifies."""
     st = station()
     st.start()
-    with drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
+    with drives(st.shm, [FakeSpec.honest(384 * MiB, delay=0.005)]) as (path,):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = st.status_or_none() or {"ports": []}
@@ -109,7 +109,7 @@ def test_sigterm_records_running_jobs_interrupted(station: Callable[..., Station
     """SIGTERM stops cleanly: running jobs are recorded interrupted, exit 0, log intact."""
     st = station()
     st.start()
-    with drives(st.shm, [FakeSpec.honest(384 * MiB)]) as (path,):
+    with drives(st.shm, [FakeSpec.honest(384 * MiB, delay=0.005)]) as (path,):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = st.status_or_none() or {"ports": []}
