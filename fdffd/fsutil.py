@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` (looping over short writes), then fsync ``fd``."""
@@ -21,3 +23,19 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """Create ``station.state_dir`` (mode 0700) if need be; ``UsageError`` naming the key
+    when it cannot be, e.g. it, or a parent of it, is a regular file."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise UsageError(
+            f"station.state_dir {state_dir} exists and is not a directory; fix the config, "
+            "or move what is there"
+        ) from None
+    except OSError as err:
+        raise UsageError(
+            f"station.state_dir {state_dir}: cannot create it: {err.strerror}"
+        ) from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from fdffd.audit import AuditLog, StationKeys
@@ -98,3 +100,20 @@ def test_payload_commands(tmp_path: Path) -> None:
 def test_unknown_command_exits_2() -> None:
     """A mistyped command exits 2 (usage)."""
     assert fdffctl("proces", "/dev/null").code == 2
+
+
+def test_daemon_with_a_state_dir_that_is_a_file_exits_2_naming_it(tmp_path: Path) -> None:
+    """fdffd whose station.state_dir is a regular file (or lies under one) exits 2 with the key
+    and the path named, instead of a traceback."""
+    (tmp_path / "file").write_text("not a directory")
+    for state in (tmp_path / "file", tmp_path / "file" / "state"):
+        cfg = write_config(tmp_path, station={"state_dir": str(state)})
+        p = subprocess.run(
+            [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert p.returncode == 2, p.stderr
+        assert f"station.state_dir {state}" in p.stderr and "Traceback" not in p.stderr

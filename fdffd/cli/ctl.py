@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__
 from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import ExitCode, FdffdError, UsageError
+from ..fsutil import make_state_dir
 from ..log import configure
 
 
@@ -32,20 +33,6 @@ def _config(args: argparse.Namespace) -> Config:
     if path is None and DEFAULT_CONFIG_PATH.exists():
         path = DEFAULT_CONFIG_PATH
     return load_config(path)
-
-
-def _make_state_dir(state_dir: Path) -> None:
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except FileExistsError:
-        raise UsageError(
-            f"station.state_dir {state_dir} exists and is not a directory; fix the config, "
-            "or move what is there"
-        ) from None
-    except OSError as err:
-        raise UsageError(
-            f"station.state_dir {state_dir}: cannot create it: {err.strerror}"
-        ) from None
 
 
 def _interval(text: str) -> float:
@@ -70,7 +57,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from ..job.pipeline import run_job
 
     cfg = _config(args)
-    _make_state_dir(cfg.station.state_dir)
+    make_state_dir(cfg.station.state_dir)
     keys = StationKeys.load_or_create(cfg.station.state_dir)
     outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
     record = outcome.record

@@ -14,6 +14,7 @@ from typing import Any
 from ..audit import StationKeys
 from ..config import Config
 from ..errors import UsageError
+from ..fsutil import make_state_dir
 from ..log import get_logger
 from .control import ControlServer
 from .hotplug import HotplugWatch
@@ -40,7 +41,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.cfg = config
         self.log = get_logger(component="daemon", station=config.station.id)
-        config.station.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_state_dir(config.station.state_dir)
         self.keys = StationKeys.load_or_create(config.station.state_dir)
         self.station = Station(config, self.keys)
         self.stop_event = threading.Event()
