@@ -46,6 +46,13 @@ def _one_job_per_insertion(st: Station, n: int) -> None:
     assert len(seqs) == n and max(seqs.values()) == 1, f"insertions queued: {seqs}"
 
 
+def _recorded(tally: Tally, n: int) -> None:
+    """Count ``n`` drives processed under load, each with its one record, none lost."""
+    tally.count("load", "drives processed", n)
+    tally.count("load", "records", n)
+    tally.count("load", "records lost", 0)
+
+
 def test_sixteen_drives_at_once(station: Callable[..., Station], tally: Tally) -> None:
     """16 drives plugged in together: all run at once, each recorded once, the log verifies."""
     st = station(workers=16, drives=DRIVES)
@@ -66,9 +73,7 @@ def test_sixteen_drives_at_once(station: Callable[..., Station], tally: Tally) -
     _one_job_per_insertion(st, 16)
     log_verifies(st)
     assert st.stop() == 0
-    tally.count("load", "drives processed", 16)
-    tally.count("load", "records", 16)
-    tally.count("load", "records lost", 0)
+    _recorded(tally, 16)
     tally.case("load", "16 drives at once", f"16 ok, up to {max_active} at once")
 
 
@@ -100,9 +105,7 @@ def test_jobs_in_a_row_leave_descriptors_and_memory_flat(
     assert end["rss"] <= warm["rss"] + 24 * MiB, (warm, end)
     log_verifies(st)
     assert st.stop() == 0
-    tally.count("load", "drives processed", IN_A_ROW)
-    tally.count("load", "records", IN_A_ROW)
-    tally.count("load", "records lost", 0)
+    _recorded(tally, IN_A_ROW)
     grew = (end["rss"] - warm["rss"]) / MiB
     tally.case(
         "load",
@@ -169,7 +172,5 @@ def test_drive_that_comes_back_is_a_new_insertion(
     _one_job_per_insertion(st, 3)
     log_verifies(st)
     assert st.stop() == 0
-    tally.count("load", "drives processed", 3)
-    tally.count("load", "records", 3)
-    tally.count("load", "records lost", 0)
+    _recorded(tally, 3)
     tally.case("load", "a drive plugged in 3 times", "3 insertions, 3 jobs, 3 records")
