@@ -32,6 +32,8 @@ PATTERN_NAME = "aes128-ctr(nonce=offset/1MiB, ctr32=2+offset%1MiB/16)"
 #: pieces shorter than this go through the CTR encryptor (no GCM set-up to amortise)
 _GCM_MIN = 64 << 10
 _FIRST_COUNTER = 2  # GCM's first keystream block for a 96-bit nonce
+#: pages a pattern has (2**60 bytes): ``decode_offset`` rejects a page number above it
+_MAX_PAGES = 1 << 40
 
 _ZEROS = bytes(PAGE)
 _ZERO_VIEW = memoryview(_ZEROS)  # slicing a memoryview copies nothing
@@ -71,7 +73,7 @@ class Pattern:
             raise ValueError(f"pattern offset {offset} is not a multiple of {BLOCK}")
         if length % BLOCK:
             raise ValueError(f"pattern length {length} is not a multiple of {BLOCK}")
-        if offset // PAGE >= 1 << 64:
+        if (offset + length) > _MAX_PAGES * PAGE:
             raise ValueError(f"pattern offset {offset} is past the last pattern page")
         done = 0
         while done < length:
@@ -92,7 +94,7 @@ class Pattern:
         plain = dec.update(bytes(block[:BLOCK])) + dec.finalize()
         page = int.from_bytes(plain[:12], "big")
         counter = int.from_bytes(plain[12:], "big") - _FIRST_COUNTER
-        if page >> 40 or not 0 <= counter < PAGE // BLOCK:
+        if page >= _MAX_PAGES or not 0 <= counter < PAGE // BLOCK:
             return None
         return page * PAGE + counter * BLOCK
 
