@@ -250,7 +250,7 @@ class _BadBudget:
 
 
 def _split_io(
-    io: Callable[[memoryview, int], None],
+    io: IoCall,
     buf: memoryview,
     offset: int,
     length: int,
