@@ -25,6 +25,25 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` durably: a private temp file beside it is written and
+    fsynced, renamed over ``path``, and the directory is fsynced, so a crash leaves either the
+    old content or the new, never a torn or empty file.  The one durable write of fdffd."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def make_state_dir(state_dir: Path) -> None:
     """Create ``station.state_dir`` (mode 0700) if need be; ``UsageError`` naming the key
     when it cannot be, e.g. it, or a parent of it, is a regular file."""
