@@ -15,6 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fdffd.cli.payload_text import (
+    format_added,
+    format_list,
+    format_pruned,
+    format_verify,
+    manifest_summary,
+)
 from fdffd.errors import FileTooLargeError, NameNotAllowedError, PayloadError
 from fdffd.imaging.names import fold_case
 from fdffd.payload import (
@@ -23,18 +30,13 @@ from fdffd.payload import (
     SourceEntry,
     add_profile,
     check_before_job,
-    format_added,
-    format_list,
-    format_pruned,
-    format_verify,
     list_profiles,
-    manifest_summary,
     open_profile,
     plan_import,
     prune_profile,
     verify_profile,
 )
-from fdffd.payload import profiles as profiles_mod
+from fdffd.payload import digest as digest_mod
 from fdffd.payload.manifest import canonical_json
 
 KOREAN = "영화/겨울연가 1화.mp4"
@@ -383,14 +385,14 @@ def test_file_changed_during_import_is_refused(
 ) -> None:
     """A file that grows while it is copied fails the import with a clear message."""
     src = make_tree(tmp_path / "src", {"a.txt": b"1" * 5000})
-    real_stream = profiles_mod._stream
+    real_stream = digest_mod.stream
 
-    def growing(fd: int, size: int, out: int | None) -> str:
+    def growing(fd: int, size: int, out: int | None) -> tuple[str, str]:
         with open(src / "a.txt", "ab") as fh:
             fh.write(b"more")
         return real_stream(fd, size, out)
 
-    monkeypatch.setattr(profiles_mod, "_stream", growing)
+    monkeypatch.setattr(digest_mod, "stream", growing)
     assert "changed while it was being imported" in refused(store, src)
 
 

@@ -174,7 +174,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_payload_add(args: argparse.Namespace) -> int:
-    from ..payload import add_profile, format_added, manifest_summary
+    from ..payload import add_profile
+    from .payload_text import format_added, manifest_summary
 
     cfg = _config(args)
     manifest = add_profile(
@@ -188,7 +189,8 @@ def cmd_payload_add(args: argparse.Namespace) -> int:
 
 
 def cmd_payload_list(args: argparse.Namespace) -> int:
-    from ..payload import format_list, list_profiles
+    from ..payload import list_profiles
+    from .payload_text import format_list
 
     cfg = _config(args)
     infos = list_profiles(cfg.station.payload_dir)
@@ -202,7 +204,8 @@ def cmd_payload_list(args: argparse.Namespace) -> int:
 
 
 def cmd_payload_verify(args: argparse.Namespace) -> int:
-    from ..payload import format_verify, verify_profile
+    from ..payload import verify_profile
+    from .payload_text import format_verify
 
     cfg = _config(args)
     report = verify_profile(cfg.station.payload_dir, args.name)
@@ -214,7 +217,8 @@ def cmd_payload_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_payload_prune(args: argparse.Namespace) -> int:
-    from ..payload import format_pruned, prune_profile
+    from ..payload import prune_profile
+    from .payload_text import format_pruned
 
     cfg = _config(args)
     report = prune_profile(cfg.station.payload_dir, args.name, keep=args.keep)

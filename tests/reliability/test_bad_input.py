@@ -695,7 +695,7 @@ def build_tree(root: Path, entries: list[Entry]) -> None:
 
 def _shown(rel: bytes) -> str:
     """How the importer shows a path in a message (escaped control and non-UTF-8 bytes)."""
-    from fdffd.payload.profiles import shown
+    from fdffd.text import shown
 
     return shown(unicodedata.normalize("NFC", os.fsdecode(rel)))
 
@@ -1128,7 +1128,7 @@ def test_cli_names_a_misplaced_dir_or_a_bad_option(name: str, tmp_path: Path, ta
 
 def test_a_fifo_in_place_of_a_payload_file_never_hangs(store: Path, tally: Tally) -> None:
     """A FIFO swapped in for a payload file is reported, not waited on (open is O_NONBLOCK)."""
-    from fdffd.payload.profiles import hash_file
+    from fdffd.payload import hash_file
 
     with open_profile(store, "keep") as prof:
         root = prof.files_root
