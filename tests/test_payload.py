@@ -9,6 +9,7 @@ import socket
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ from fdffd.payload import (
 )
 from fdffd.payload import digest as digest_mod
 from fdffd.payload.manifest import canonical_json
+
+from .cli_util import fdffctl, write_config
 
 KOREAN = "영화/겨울연가 1화.mp4"
 
@@ -651,3 +654,64 @@ def test_reimporting_an_unchanged_tree_keeps_the_version(
     assert again.manifest_sha256 == imported.manifest_sha256
     assert len(os.listdir(store / "default" / "versions")) == 1
     assert [p.name for p in (store / "default").iterdir() if p.name.startswith(".import")] == []
+
+
+# --- the directories an import creates ------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask of an operator's shell, under which a plain mkdir makes 0755."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_payload_add_creates_the_state_dir_0700(tmp_path: Path) -> None:
+    """fdffctl payload add on a new station creates the state dir (the payload dir's parent
+    by default) 0700, as the service unit would: whoever creates it first, it is private."""
+    src = make_tree(tmp_path / "src", {"a.txt": b"1"})
+    state = tmp_path / "var" / "lib" / "fdffd"
+    cfg = write_config(
+        tmp_path, station={"state_dir": str(state), "payload_dir": str(state / "payloads")}
+    )
+    run = fdffctl("payload", "add", "films", str(src), "--config", str(cfg))
+    assert run.code == 0, run.stderr
+    assert mode(state) == 0o700
+    assert mode(state / "payloads" / "films") == 0o755  # payload trees stay readable
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_add_profile_makes_missing_parents_0700_and_conjures_no_state_dir(
+    tmp_path: Path,
+) -> None:
+    """add_profile makes the directories missing above payload_dir 0700; with the payload
+    dir outside the state dir, fdffctl payload add leaves the state dir uncreated."""
+    src = make_tree(tmp_path / "src", {"a.txt": b"1"})
+    add_profile(tmp_path / "a" / "b" / "payloads", "p", src)
+    assert mode(tmp_path / "a") == 0o700 and mode(tmp_path / "a" / "b") == 0o700
+    cfg = write_config(
+        tmp_path,
+        station={"state_dir": str(tmp_path / "state"), "payload_dir": str(tmp_path / "pl")},
+    )
+    assert fdffctl("payload", "add", "p", str(src), "--config", str(cfg)).code == 0
+    assert not (tmp_path / "state").exists()
+
+
+def test_payload_dir_under_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    """A payload dir below a regular file: exit 2 naming station.payload_dir, no traceback,
+    and nothing imported."""
+    src = make_tree(tmp_path / "src", {"a.txt": b"1"})
+    (tmp_path / "file").write_text("not a directory")
+    cfg = write_config(tmp_path, station={"payload_dir": str(tmp_path / "file" / "payloads")})
+    run = fdffctl("payload", "add", "p", str(src), "--config", str(cfg))
+    assert run.code == 2, run.stderr
+    assert "station.payload_dir" in run.stderr and "Traceback" not in run.stderr
+    assert (tmp_path / "file").read_text() == "not a directory"

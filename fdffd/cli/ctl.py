@@ -178,9 +178,10 @@ def cmd_payload_add(args: argparse.Namespace) -> int:
     from .payload_text import format_added, manifest_summary
 
     cfg = _config(args)
-    manifest = add_profile(
-        cfg.station.payload_dir, args.name, Path(args.src), filesystem=cfg.job.filesystem
-    )
+    payload_dir, state_dir = cfg.station.payload_dir, cfg.station.state_dir
+    if state_dir == payload_dir or state_dir in payload_dir.parents:
+        make_state_dir(state_dir)  # 0700, as the unit makes it, whoever is first
+    manifest = add_profile(payload_dir, args.name, Path(args.src), filesystem=cfg.job.filesystem)
     if args.json:
         _print_json(manifest_summary(manifest))
     else:

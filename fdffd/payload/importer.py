@@ -42,6 +42,7 @@ from .store import (
     check_profile_name,
     clean_leftovers,
     exclusive,
+    make_parents,
     resolve_current,
     switch_current,
 )
@@ -221,7 +222,7 @@ def add_profile(
     failure nothing is left in ``payload_dir``.  Returns the new version's manifest
     (``.manifest_sha256`` is the version id); when the tree is exactly the current
     version's (same paths, sizes, hashes), no new version is made and the current
-    manifest is returned."""
+    manifest is returned.  Directories missing above ``payload_dir`` are made 0700."""
     payload_dir = Path(payload_dir)
     src = Path(src)
     check_profile_name(name)
@@ -237,6 +238,8 @@ def add_profile(
 
     created_at = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     made_payload_dir = not payload_dir.exists()
+    if made_payload_dir:
+        make_parents(payload_dir)
     try:
         with exclusive(payload_dir / name, create=True):
             return _publish(payload_dir, name, plan, created_at)

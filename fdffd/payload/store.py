@@ -76,6 +76,25 @@ def check_payload_dir(payload_dir: Path) -> None:
         )
 
 
+def make_parents(payload_dir: Path) -> None:
+    """Create the missing directories above ``payload_dir`` with mode 0700: the first of
+    them is often the station's state dir (``/var/lib/fdffd``), which stays private
+    whoever creates it first.  ``UsageError`` naming the key when one cannot be made."""
+    missing = []
+    for parent in payload_dir.parents:
+        if parent.is_dir():
+            break
+        missing.append(parent)
+    for parent in reversed(missing):
+        try:
+            parent.mkdir(mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise UsageError(
+                f"station.payload_dir {shown(str(payload_dir))}: cannot create "
+                f"{shown(str(parent))}: {err.strerror}"
+            ) from None
+
+
 def _profile_names(payload_dir: Path) -> list[str]:
     try:
         names = sorted(os.listdir(payload_dir))
