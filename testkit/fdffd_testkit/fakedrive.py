@@ -1,6 +1,6 @@
 """Counterfeit and failing drives, simulated by a FUSE file attached to a loop device.
 
-A server process (``python -m fdffd.sim.fakedrive serve ...``, libfuse3 through mfusepy) mounts
+A server process (``python -m fdffd_testkit.fakedrive serve ...``, libfuse3 through mfusepy) mounts
 a directory holding two files:
 
 - ``disk``: the drive as announced. Its bytes live in a sparse "real flash" file of the real size;
@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.loopdev import LoopDevice, attach, detach
+from .loopdev import LoopDevice, attach, detach
 
 KINDS = ("honest", "wraparound", "drop-zeros", "drop-ff", "ioerror")
 MODES = ("ok", "fail", "readonly")
 CACHE_PAGE = 4096
 MAX_IO = 1 << 20  # largest FUSE read/write the kernel will send (256 pages, the default limit)
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the directory holding this package: the server process imports it from there
+_KIT_ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- the spec
@@ -420,7 +421,7 @@ def _mountinfo_has(mountpoint: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fdffd.sim.fakedrive")
+    parser = argparse.ArgumentParser(prog="python -m fdffd_testkit.fakedrive")
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="mount a fake drive (foreground)")
     serve.add_argument("--mountpoint", required=True)
@@ -522,14 +523,14 @@ def _start(spec: FakeSpec, directory: str, timeout: float) -> FakeDrive:
         f.truncate(spec.real)
     parent_r, parent_w = os.pipe()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_KIT_ROOT), env.get("PYTHONPATH")]))
     try:
         with open(workdir / "server.log", "wb") as log:
             server = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "fdffd.sim.fakedrive",
+                    "fdffd_testkit.fakedrive",
                     "serve",
                     "--mountpoint",
                     str(workdir / "mnt"),
@@ -547,7 +548,7 @@ def _start(spec: FakeSpec, directory: str, timeout: float) -> FakeDrive:
                 stderr=log,
                 pass_fds=(parent_r,),
                 start_new_session=True,
-                cwd=_REPO_ROOT,
+                cwd=_KIT_ROOT,
                 env=env,
             )
     except BaseException:

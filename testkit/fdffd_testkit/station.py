@@ -1,9 +1,12 @@
-"""A real station daemon for tests: its own config, state and loop devices, under real udevd.
+"""A real station daemon, started and waited for: the one harness of the tests, the benchmark
+and the demo.
 
-``Station`` runs ``python -m fdffd.cli.daemon`` as a process of its own, confined by
-``drives.ports = ["loop:<its tmpfs dir>/*"]`` to the loop devices the test creates in that
-directory, so it never touches another device on the machine.  The ``udevd`` and ``station``
-fixtures (tests/conftest.py) hand these out; ``drives()`` attaches the test's drives.
+``Daemon`` runs ``python -m fdffd.cli.daemon --config FILE`` as a process of its own, waits until
+its control socket answers a status request, reads its audit log, reports its figures (open
+descriptors, threads, memory, CPU) and stops it.  ``Station`` is the tests' daemon: its config
+and state under a directory of its own, confined by ``drives.ports = ["loop:<its tmpfs dir>/*"]``
+to the loop devices a test creates in that directory, so it never touches another device on
+the machine.  ``station_factory`` hands them out, ``drives()`` attaches a test's drives.
 """
 
 from __future__ import annotations
@@ -21,19 +24,176 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from fdffd.errors import UsageError
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
-from fdffd.sim.loopdev import LoopDevice, backing_file_of, loop_device
-from fdffd.sim.udevd import ensure_udevd, udevd_pids
 from fdffd.station.control import request
 
-from .cli_util import Run, fdffctl, write_config
+from .fakedrive import FakeDrive, FakeSpec, fake_drive
+from .loopdev import LoopDevice, backing_file_of, loop_device
+from .udevd import ensure_udevd, udevd_answers, udevd_identity
 
 MiB = 1 << 20
 
 
-class Station:
-    """A daemon process of our own, with its config and state under ``root``."""
+class StationError(RuntimeError):
+    """The daemon did not come up, died, or did not get where it was awaited in time."""
+
+
+def write_config(root: Path, **sections: dict[str, Any]) -> Path:
+    """``root/fdffd.toml``: a station with its state under ``root`` (loop devices allowed, no
+    payload profile), each section updated with what the caller passes."""
+    body: dict[str, dict[str, Any]] = {
+        "station": {
+            "id": "test-station",
+            "state_dir": str(root / "state"),
+            "payload_dir": str(root / "payloads"),
+        },
+        "drives": {"allow_loop": True},
+        "job": {"profile": ""},  # wipe only, unless a payload profile is imported
+    }
+    for name, values in sections.items():
+        body.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in body.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = root / "fdffd.toml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """``python -m fdffd.cli.daemon --config FILE``: started, awaited, asked, stopped."""
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        socket: Path,
+        state_dir: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.socket = socket
+        self.state_dir = state_dir
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "audit.jsonl"
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise StationError("the daemon was never started")
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the daemon and return once its control socket answers a status request."""
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=dict(self.env or os.environ, PYTHONUNBUFFERED="1"),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StationError(f"the daemon exited {self.proc.returncode}: {self.tail()}")
+            if self.socket.exists() and self.status() is not None:
+                return
+            time.sleep(0.1)
+        raise StationError(f"the daemon did not come up in {timeout:g} s: {self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        """The end of the daemon's stderr."""
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def status(self, timeout: float = 10) -> dict[str, Any] | None:
+        """The daemon's status over its control socket (``fdffctl status --json``), or None."""
+        try:
+            return request(self.socket, {"cmd": "status"}, timeout=timeout)
+        except (UsageError, OSError, ValueError):
+            return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        """Signal the daemon and wait for it; killed if it is still there after ``timeout``."""
+        if self.proc is None:
+            raise StationError("the daemon was never started")
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise StationError(f"the daemon ignored signal {sig} for {timeout:g} s") from None
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record in the audit log."""
+        try:
+            data = self.audit_log.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+    def new_records(self) -> list[dict[str, Any]]:
+        """Records appended to the audit log since the last call (complete lines only)."""
+        try:
+            with self.audit_log.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    # --- figures ----------------------------------------------------------------------------
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def threads(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/task"))
+
+    def rss(self, *, children: bool = False) -> int:
+        """Resident memory of the daemon (and of its child processes); 0 once it is gone."""
+        try:
+            proc = psutil.Process(self.pid)
+            total = int(proc.memory_info().rss)
+            for child in proc.children(recursive=True) if children else []:
+                try:
+                    total += int(child.memory_info().rss)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            return 0
+        return total
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the daemon so far, user and system, with its reaped children's."""
+        t = psutil.Process(self.pid).cpu_times()
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+
+class Station(Daemon):
+    """The tests' daemon: config and state under ``root``, confined to loop devices over files
+    in ``shm``; it keeps udev events coming while a test polls it."""
 
     def __init__(
         self,
@@ -44,47 +204,34 @@ class Station:
         drives: dict[str, Any] | None = None,
         **job: Any,
     ) -> None:
-        self.root = root
-        self.shm = shm
-        self.state_dir = state_dir or root / "state"
-        self.socket = root / "control.sock"
-        self.config = write_config(
+        state_dir = state_dir or root / "state"
+        socket = root / "control.sock"
+        config = write_config(
             root,
-            station={"control_socket": str(self.socket), "state_dir": str(self.state_dir)},
+            station={"control_socket": str(socket), "state_dir": str(state_dir)},
             drives={"allow_loop": True, "ports": [f"loop:{shm}/*"], **(drives or {})},
             job={"workers": 8, **job},
         )
-        self.proc: subprocess.Popen[str] | None = None
-        self.log = root / "daemon.log"
-        self._udevd: set[int] = set()
+        super().__init__(config, socket=socket, state_dir=state_dir, log=root / "daemon.log")
+        self.root = root
+        self.shm = shm
+        self._udevd: tuple[int, int] | None = None
         self._udevd_checked = 0.0
 
-    @property
-    def audit_log(self) -> Path:
-        return self.state_dir / "audit.jsonl"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def keep_udev_events(self) -> None:
-        """Other test sessions on the machine start and stop udevds: when the one running is
-        not the one seen before, events for our drives may have been lost in between; start
-        one if none runs, and replay a change event for each of our loop devices (the daemon
-        takes a change like an add, and ignores insertions it has seen)."""
+        """Other test sessions on the machine start and stop udevds: when the udevd answering
+        is not the one seen before, events for our drives may have been lost in between; start
+        one if none answers, and replay a change event for each of our loop devices (the
+        daemon takes a change like an add, and ignores insertions it has seen)."""
         now = time.monotonic()
         if now - self._udevd_checked < 0.5:
             return
         self._udevd_checked = now
-        pids = udevd_pids()
-        if pids and pids == self._udevd:
+        seen = udevd_identity()
+        if seen is not None and seen == self._udevd:
             return
         ensure_udevd()
-        self._udevd = udevd_pids()
+        self._udevd = udevd_identity()
         for entry in Path("/sys/block").glob("loop*"):
             backing = backing_file_of(entry.name)
             if backing and backing.startswith(f"{self.shm}/"):
@@ -94,37 +241,18 @@ class Station:
                     capture_output=True,
                 )
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
         ensure_udevd()  # another session on the machine may have stopped the one we used
-        self._udevd = udevd_pids()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("a"),
-            stdin=subprocess.DEVNULL,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.socket.exists() and self.status_or_none() is not None:
-                return
-            assert self.proc.poll() is None, self.log_tail()
-            time.sleep(0.1)
-        raise AssertionError("the daemon did not come up: " + self.log_tail())
+        self._udevd = udevd_identity()
+        super().start(timeout)
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.tail(n)
 
     def status_or_none(self) -> dict[str, Any] | None:
-        """The daemon's status over its control socket (what ``fdffctl status --json`` prints)."""
+        """The daemon's status (``fdffctl status --json``), or None if it does not answer."""
         self.keep_udev_events()
-        try:
-            return request(self.socket, {"cmd": "status"}, timeout=10)
-        except (UsageError, OSError, ValueError):
-            return None
+        return self.status()
 
     def port(self, device: str) -> dict[str, Any] | None:
         status = self.status_or_none() or {"ports": []}
@@ -142,21 +270,15 @@ class Station:
                 seen.append(stage)
             if stage in want:
                 return str(stage)
-            assert self.alive(), self.log_tail()
+            if not self.alive():
+                raise StationError(f"the daemon died: {self.tail()}")
             time.sleep(0.02)
-        udevd = "a udevd runs" if udevd_pids() else "NO udevd runs (no events)"
-        raise AssertionError(f"{device} never reached {sorted(want)}; saw {seen}; {udevd}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=120)
+        udevd = "a udevd answers" if udevd_answers() else "NO udevd answers (no events)"
+        raise StationError(f"{device} never reached {sorted(want)}; saw {seen}; {udevd}")
 
     def records(self) -> list[dict[str, Any]]:
         self.keep_udev_events()
-        if not self.audit_log.exists():
-            return []
-        return [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+        return super().records()
 
     def wait_records(self, n: int, timeout: float = 180) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -165,7 +287,7 @@ class Station:
             if len(recs) >= n:
                 return recs
             time.sleep(0.2)
-        raise AssertionError(f"{len(self.records())} of {n} records; log:\n{self.log_tail()}")
+        raise StationError(f"{len(self.records())} of {n} records; log:\n{self.tail()}")
 
     def wait_idle(self, timeout: float = 180) -> dict[str, Any]:
         """Poll until no job runs or waits; return that status."""
@@ -175,21 +297,7 @@ class Station:
             if status and not status["totals"]["active"] and not status["totals"]["queued"]:
                 return status
             time.sleep(0.1)
-        raise AssertionError("the station did not become idle: " + self.log_tail())
-
-    def audit_verify(self) -> Run:
-        return fdffctl("audit", "verify", "--json", "--config", str(self.config), timeout=60)
-
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def rss(self) -> int:
-        import psutil
-
-        return int(psutil.Process(self.pid).memory_info().rss)
-
-    def threads(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/task"))
+        raise StationError("the station did not become idle: " + self.tail())
 
 
 @contextmanager
