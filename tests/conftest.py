@@ -84,7 +84,7 @@ def fake(fuse_support: None) -> Iterator[Callable[..., FakeDrive]]:
 
 @pytest.fixture(scope="session")
 def udevd() -> Iterator[None]:
-    """A running systemd-udevd for the session (started, and stopped, if none runs)."""
+    """A systemd-udevd answering for the session (started, and stopped, if none answers)."""
     if not os.path.exists(UDEVD):
         pytest.skip(f"{UDEVD} not installed (Debian package udev)")
     with running_udevd():

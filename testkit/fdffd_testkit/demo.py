@@ -254,7 +254,7 @@ def _run(root: Path, shm: Path, out: TextIO, event_timeout: float) -> int:
         )
         plugger.join()
         if plugger.failure is not None:
-            _fail(f"{plugger.failure}. Stopped; removed every drive it had plugged in.")
+            _fail(f"{plugger.failure}. The demo stops and removes every drive it plugged in.")
             return ExitCode.FAILED
         if not _wait_records(daemon):
             _fail(
