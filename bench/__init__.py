@@ -11,5 +11,5 @@ and writes a plot (``plot``):
 - ``station``: the real daemon under udevd: parallel scaling at USB-stick speed (``throttle``:
                the blkio cgroup), and its memory over many consecutive jobs
 
-Only devices created here through ``fdffd.sim`` are ever touched.
+Only devices created here through ``fdffd_testkit`` (testkit/) are ever touched.
 """

@@ -16,7 +16,7 @@
 5. memory:  the daemon's RSS over 200 consecutive small jobs: does it stay flat?
 
 Needs root (loop devices, FUSE, cgroups).  Touches only devices it creates through
-``fdffd.sim``.  See docs/benchmarks.md.
+``fdffd_testkit`` (testkit/).  See docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.loopdev import LoopDevice
+from fdffd_testkit.loopdev import LoopDevice
 
 from .rawio import ensure_ours
 from .runner import Timed, run_timed

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fdffd.sim.loopdev import LoopDevice, loop_device
+from fdffd_testkit.loopdev import LoopDevice, loop_device
 
 from . import nwipe
 from .probes import parse_f3probe

@@ -1,9 +1,9 @@
 """The counterfeit probe next to ``f3probe --destructive`` on each simulated fake.
 
-Every run gets a fresh fake (a FUSE-simulated drive behind a loop device, ``fdffd.sim``), so
-neither tool sees what the other, or an earlier run, wrote.  The real size is known, so each
-answer is graded: right means "counterfeit" with a usable size at most the real size and within
-1% of it.
+Every run gets a fresh fake (a FUSE-simulated drive behind a loop device, from the test kit
+``fdffd_testkit``), so neither tool sees what the other, or an earlier run, wrote.  The real
+size is known, so each answer is graded: right means "counterfeit" with a usable size at most
+the real size and within 1% of it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.fakedrive import FakeSpec, fake_drive
+from fdffd_testkit.fakedrive import FakeSpec, fake_drive
 
 from .runner import fdffd_env, log, median, run_timed, summary, write_config
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.loopdev import LoopDevice, backing_file_of, loop_device
+from fdffd_testkit.loopdev import LoopDevice, backing_file_of, loop_device
 
 from .runner import Timed, fdffd_env, log, median, run_timed, summary, write_config
 

@@ -8,9 +8,10 @@ fixed ports of a USB hub: a drive inserted again in the same "port" shows up as 
 - ``scaling``: N drives (1, 2, 4, 8, 16) at USB-stick speed (cgroup v1 blkio throttle on each
   loop device, the daemon in that cgroup), attached at once; the time from the first attach to
   the Nth record, the aggregate throughput against N times one drive alone (efficiency), the
-  daemon's CPU (psutil ``cpu_times`` delta) and its peak RSS (sampled every 50 ms).
-The caller keeps one ``systemd-udevd`` running around both (``fdffd.sim.udevd.running_udevd``):
-one stopped and another started right after can race, and the second daemon then sees no events.
+  daemon's CPU (``cpu_times`` delta) and its peak RSS (sampled every 50 ms), as the test kit's
+  ``Daemon`` reports them.
+The caller keeps one ``systemd-udevd`` answering around both (``fdffd_testkit.udevd``): one
+stopped and another started right after can race, and the second daemon then sees no events.
 
 - ``memory``: many consecutive small unthrottled jobs, a few drives at a time; the daemon's RSS
   after each record: does it stay flat?
@@ -19,13 +20,10 @@ one stopped and another started right after can race, and the second daemon then
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,11 +31,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from fdffd.sim.loopdev import LoopDevice, loop_device
-from fdffd.sim.udevd import UDEVD, running_udevd, udevd_pids
-from fdffd.station.control import request
+from fdffd_testkit.loopdev import LoopDevice, loop_device
+from fdffd_testkit.station import Daemon as KitDaemon
+from fdffd_testkit.station import write_config
+from fdffd_testkit.udevd import UDEVD, running_udevd, udevd_answers
 
 from . import throttle
 from .runner import fdffd_env, log
@@ -65,7 +62,8 @@ class UdevKeeper:
 
     The machine may be shared with test sessions that start a udevd of their own and stop it
     when they end, in the middle of our run; without one the daemon sees no more insertions.
-    ``check()`` starts our own when none runs; ours are stopped again by pid at the end."""
+    ``check()`` starts our own when none answers (``udevadm control --ping``); ours are
+    stopped again by pid at the end."""
 
     def __init__(self) -> None:
         self._stack = ExitStack()
@@ -76,8 +74,11 @@ class UdevKeeper:
         return self
 
     def check(self) -> None:
-        if not udevd_pids():
-            log("no systemd-udevd runs any more (another session stopped its own?): starting ours")
+        if not udevd_answers():
+            log(
+                "no systemd-udevd answers any more (another session stopped its own?): "
+                "starting ours"
+            )
             self.restarts += 1
             self._stack.enter_context(running_udevd())
 
@@ -101,8 +102,8 @@ def _check_udevd() -> None:
 class RssSampler:
     """Samples the daemon's RSS (with its children, if any) every ``interval`` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.proc = psutil.Process(pid)
+    def __init__(self, daemon: KitDaemon, interval: float = 0.05) -> None:
+        self.daemon = daemon
         self.interval = interval
         self.peak = 0
         self.samples: list[tuple[float, int]] = []
@@ -110,14 +111,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def rss(self) -> int:
-        try:
-            total = int(self.proc.memory_info().rss)
-            for child in self.proc.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    total += int(child.memory_info().rss)
-        except psutil.Error:
-            return 0
-        return total
+        return self.daemon.rss(children=True)
 
     def reset(self) -> None:
         self.peak = self.rss()
@@ -139,99 +133,26 @@ class RssSampler:
         self._thread.join(5)
 
 
-class Daemon:
-    """``python -m fdffd.cli.daemon --config FILE``, with its state under ``root``."""
+class Daemon(KitDaemon):
+    """The bench's station: state under ``root``, confined to loop devices over files in
+    ``ports_dir``, no payload profile."""
 
     def __init__(self, root: Path, ports_dir: Path, *, workers: int, passes: int = 1) -> None:
+        (root / "payloads").mkdir(parents=True, exist_ok=True)
+        sock = root / "control.sock"
+        config = write_config(
+            root,
+            station={"id": "bench", "control_socket": str(sock)},
+            drives={"allow_loop": True, "ports": [f"loop:{ports_dir}/*"], "min_size": "1MiB"},
+            job={"workers": workers, "passes": passes, "profile": ""},
+        )
+        super().__init__(
+            config, socket=sock, state_dir=root / "state", log=root / "daemon.log", env=fdffd_env()
+        )
         self.root = root
-        self.sock = root / "control.sock"
-        self.audit = root / "state" / "audit.jsonl"
-        self.log = root / "daemon.log"
-        body: dict[str, dict[str, Any]] = {
-            "station": {
-                "id": "bench",
-                "state_dir": str(root / "state"),
-                "payload_dir": str(root / "payloads"),
-                "control_socket": str(self.sock),
-            },
-            "drives": {
-                "allow_loop": True,
-                "ports": [f"loop:{ports_dir}/*"],
-                "min_size": "1MiB",
-            },
-            "job": {"workers": workers, "passes": passes, "profile": ""},
-        }
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "payloads").mkdir(exist_ok=True)
-        lines = []
-        for name, values in body.items():
-            lines.append(f"[{name}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-        self.config = root / "fdffd.toml"
-        self.config.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._seen = 0
-        self._offset = 0
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fdffd.cli.daemon", "--config", str(self.config)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=dict(fdffd_env(), PYTHONUNBUFFERED="1"),
-                cwd=Path(__file__).resolve().parents[1],
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited {self.proc.returncode}: {self.tail()}")
-            if self.sock.exists() and self.status() is not None:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"the daemon did not come up: {self.tail()}")
-
-    def tail(self, n: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def status(self) -> dict[str, Any] | None:
-        try:
-            return request(self.sock, {"cmd": "status"}, timeout=5)
-        except Exception:
-            return None
-
-    def new_records(self) -> list[dict[str, Any]]:
-        """Records appended to the audit log since the last call (complete lines only)."""
-        if not self.audit.exists():
-            return []
-        with self.audit.open("rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        return super().stop(sig, timeout) if self.alive() else 0
 
 
 @contextlib.contextmanager
@@ -249,11 +170,6 @@ def _backing(ports_dir: Path, i: int, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
     return path
-
-
-def _cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return float(t.user + t.system + t.children_user + t.children_system)
 
 
 def _surface(rec: dict[str, Any]) -> int:
@@ -331,11 +247,10 @@ def scaling(
             backing = [_backing(ports, i, size) for i in range(max(counts))]
             with running_daemon(workdir / "scaling", ports, workers=max(counts)) as daemon:
                 thr.add(daemon.pid)
-                proc = psutil.Process(daemon.pid)
                 time.sleep(0.5)
-                out["idle_rss"] = RssSampler(daemon.pid).rss()
+                out["idle_rss"] = RssSampler(daemon).rss()
                 for n in counts:
-                    out["runs"].append(_scaling_run(daemon, proc, thr, backing[:n], size))
+                    out["runs"].append(_scaling_run(daemon, thr, backing[:n], size))
                     r = out["runs"][-1]
                     log(
                         f"scaling N={n}: {r['seconds']:.1f} s, "
@@ -370,15 +285,14 @@ def scaling(
 
 def _scaling_run(
     daemon: Daemon,
-    proc: psutil.Process,
     thr: throttle.Throttle,
     backing: list[Path],
     size: int,
 ) -> dict[str, Any]:
     n = len(backing)
     daemon.new_records()  # skip anything older
-    cpu0 = _cpu(proc)
-    with RssSampler(daemon.pid) as rss, ExitStack() as stack:
+    cpu0 = daemon.cpu_seconds()
+    with RssSampler(daemon) as rss, ExitStack() as stack:
         t0 = time.monotonic()
         devs: list[LoopDevice] = []
         for path in backing:
@@ -390,7 +304,7 @@ def _scaling_run(
             daemon, {d.path for d in devs}, timeout=120 + 30 * size / 1e7, poll_status=True
         )
         t_end = max(t for t, _ in got.values())
-        cpu1 = _cpu(proc)
+        cpu1 = daemon.cpu_seconds()
         for dev in devs:
             thr.unlimit(dev)
     recs = [rec for _, rec in got.values()]
@@ -451,7 +365,7 @@ def memory(
     try:
         backing = [_backing(ports, i, size) for i in range(in_flight)]
         with running_daemon(workdir / "memory", ports, workers=max(8, in_flight)) as daemon:
-            sampler = RssSampler(daemon.pid)
+            sampler = RssSampler(daemon)
             time.sleep(0.5)
             idle = sampler.rss()
             attached: dict[

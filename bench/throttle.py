@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fdffd.sim.loopdev import LoopDevice
+from fdffd_testkit.loopdev import LoopDevice
 
 from .rawio import BS, ensure_ours
 

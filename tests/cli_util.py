@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+# the one config writer, shared with the stations of the test kit
+from fdffd_testkit.station import write_config as write_config
 
 
 @dataclass
@@ -21,29 +23,6 @@ class Run:
     @property
     def record(self) -> dict[str, Any]:
         return dict(json.loads(self.stdout.strip().splitlines()[-1]))
-
-
-def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
-    """A config with its state under ``tmp_path``; loop devices allowed unless overridden."""
-    body = {
-        "station": {
-            "id": "test-station",
-            "state_dir": str(tmp_path / "state"),
-            "payload_dir": str(tmp_path / "payloads"),
-        },
-        "drives": {"allow_loop": True},
-        "job": {"profile": ""},  # wipe only, unless a test imports a payload profile
-    }
-    for name, values in sections.items():
-        body.setdefault(name, {}).update(values)
-    lines = []
-    for name, values in body.items():
-        lines.append(f"[{name}]")
-        for k, v in values.items():
-            lines.append(f"{k} = {json.dumps(v)}")
-    path = tmp_path / "fdffd.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def fdffctl(*args: str, timeout: float = 600) -> Run:

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
-from fdffd.sim.loopdev import LoopDevice, live_devices, loop_device
-from fdffd.sim.udevd import UDEVD, running_udevd
-
-from .station_util import Station, station_factory
+from fdffd_testkit.fakedrive import FakeDrive, FakeSpec, fake_drive
+from fdffd_testkit.loopdev import LoopDevice, live_devices, loop_device
+from fdffd_testkit.station import Station, station_factory
+from fdffd_testkit.udevd import UDEVD, running_udevd
 
 
 def _loop_unavailable() -> str | None:
@@ -85,7 +84,7 @@ def fake(fuse_support: None) -> Iterator[Callable[..., FakeDrive]]:
 
 @pytest.fixture(scope="session")
 def udevd() -> Iterator[None]:
-    """A running systemd-udevd for the session (started, and stopped, if none runs)."""
+    """A systemd-udevd answering for the session (started, and stopped, if none answers)."""
     if not os.path.exists(UDEVD):
         pytest.skip(f"{UDEVD} not installed (Debian package udev)")
     with running_udevd():
@@ -94,7 +93,7 @@ def udevd() -> Iterator[None]:
 
 @pytest.fixture
 def station(udevd: None, tmp_path: Path, fuse_support: None) -> Iterator[Callable[..., Station]]:
-    """Factory: ``station(**job)`` -> a Station (tests/station_util.py), killed after the test."""
+    """Factory: ``station(**job)`` -> a Station (fdffd_testkit.station), killed after the test."""
     with station_factory(tmp_path) as make:
         yield make
 

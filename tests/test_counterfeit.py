@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec
-from fdffd.sim.markers import find_markers, write_markers
+from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
+from fdffd_testkit.markers import find_markers, write_markers
 
 from .cli_util import Run, fdffctl, write_config
 

@@ -14,8 +14,8 @@ import pytest
 
 from fdffd.imaging.partition import parse_mbr
 from fdffd.payload.profiles import add_profile
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec
-from fdffd.sim.loopdev import LoopDevice, loop_device
+from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
+from fdffd_testkit.loopdev import LoopDevice, loop_device
 
 from .cli_util import fdffctl, write_config
 

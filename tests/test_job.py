@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fdffd.audit import load_public_key, verify
-from fdffd.sim.loopdev import LoopDevice
-from fdffd.sim.markers import find_markers, write_markers
+from fdffd_testkit.loopdev import LoopDevice
+from fdffd_testkit.markers import find_markers, write_markers
 
 from .cli_util import device_sha256, fdffctl, write_config
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from fdffd.sim.loopdev import LoopDevice
+from fdffd_testkit.loopdev import LoopDevice
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "fdffd.service"

@@ -19,7 +19,7 @@ from fdffd.devices.power import (
     shared_with,
     usb_device_dir,
 )
-from fdffd.sim.loopdev import LoopDevice
+from fdffd_testkit.loopdev import LoopDevice
 
 PCI = "devices/pci0000:00/0000:00:14.0"
 

@@ -6,8 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fdffd.job.probe import PROBE_BLOCK, inner_positions, probe_capacity, round0_positions
-
-from .rig.memdisk import MemDisk
+from fdffd_testkit.memdisk import MemDisk
 
 MiB = 1 << 20
 KEY = b"k" * 32

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdffd.sim.fakedrive import CACHE_PAGE, FakeDrive, FakeMedia, FakeSpec, fake_drive
-from fdffd.sim.loopdev import LoopDevice, backing_file_of, loop_device, loops_backed_by
-from fdffd.sim.markers import BLOCK, find_markers, write_markers
+from fdffd_testkit.fakedrive import CACHE_PAGE, FakeDrive, FakeMedia, FakeSpec, fake_drive
+from fdffd_testkit.loopdev import LoopDevice, backing_file_of, loop_device, loops_backed_by
+from fdffd_testkit.markers import BLOCK, find_markers, write_markers
 
 MiB = 1 << 20
 LoopFactory = Callable[..., LoopDevice]
@@ -269,7 +269,7 @@ def test_markers_show_aliasing_on_a_wraparound_fake(fake: FakeFactory) -> None:
 
 def test_marker_block_is_one_aligned_block() -> None:
     """A marker is exactly one 4 KiB block, so it suits 512 and 4096 byte sectors."""
-    from fdffd.sim.markers import MAGIC, marker_block
+    from fdffd_testkit.markers import MAGIC, marker_block
 
     block = marker_block(123 * MiB)
     assert len(block) == BLOCK and block.startswith(MAGIC)

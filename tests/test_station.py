@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from fdffd.sim.fakedrive import FakeSpec, fake_drive
-from fdffd.sim.loopdev import loop_device
+from fdffd_testkit.fakedrive import FakeSpec, fake_drive
+from fdffd_testkit.loopdev import loop_device
+from fdffd_testkit.station import Station, drives
 
 from .cli_util import fdffctl, write_config
-from .station_util import Station, drives
 
 MiB = 1 << 20
 

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from fdffd.errors import DeviceIOError
 from fdffd.job.surface import _MIN_PIECES, Digests, FillPlan, verify_pass, write_pass
 from fdffd.pattern import Pattern
-
-from .rig.memdisk import PAGE, MemDisk
+from fdffd_testkit.memdisk import PAGE, MemDisk
 
 KEY = b"s" * 32
 

@@ -320,10 +320,28 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ..sim.demo import run_demo
+#: what ``fdffctl demo`` says on a station installed without the test kit
+NO_TESTKIT = (
+    "fdffctl demo: the simulated drives are not installed: they are in the test kit, a "
+    "package of its own in fdffd's repository; install it with `pip install ./testkit` (with "
+    "mfusepy and psutil) into this environment, or run scripts/demo in a checkout"
+)
 
-    return run_demo(keep=args.keep)
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from fdffd_testkit.demo import run_demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "fdffd_testkit":
+            print(NO_TESTKIT, file=sys.stderr)
+        else:  # the kit is there, one of its dependencies is not
+            print(
+                f"fdffctl demo: the test kit needs the Python package {exc.name!r}: "
+                "install the kit with its dependencies (`pip install ./testkit`)",
+                file=sys.stderr,
+            )
+        return ExitCode.USAGE
+    return int(run_demo(keep=args.keep, event_timeout=args.event_timeout))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -423,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="process simulated drives (loop devices, a counterfeit)"
     )
     sp.add_argument("--keep", action="store_true", help="keep the demo state dir")
+    sp.add_argument(
+        "--event-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="stop when udev sends no event this long after a drive is plugged in (default 30)",
+    )
     sp.set_defaults(func=cmd_demo)
     return p
 

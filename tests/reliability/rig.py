@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.loopdev import loop_device
+from fdffd_testkit.loopdev import loop_device
+from fdffd_testkit.station import Station
 
-from ..station_util import Station
+from ..cli_util import Run, fdffctl
 
 MiB = 1 << 20
 
@@ -86,7 +87,12 @@ def one_record_each(st: Station, devices: list[str]) -> dict[str, dict[str, Any]
     return {r["device"]["path"]: r for r in recs}
 
 
+def audit_verify(st: Station) -> Run:
+    """``fdffctl audit verify --json`` on the station's log, as an auditor runs it."""
+    return fdffctl("audit", "verify", "--json", "--config", str(st.config), timeout=60)
+
+
 def log_verifies(st: Station) -> dict[str, Any]:
-    run = st.audit_verify()
+    run = audit_verify(st)
     assert run.code == 0, run.stdout + run.stderr
     return run.record

@@ -33,9 +33,9 @@ from fdffd.config import Config, config_from_dict, load_config
 from fdffd.errors import ConfigError, FdffdError, PayloadError
 from fdffd.payload import add_profile, list_profiles, open_profile, verify_profile
 from fdffd.payload.manifest import canonical_json, parse_manifest
-from fdffd.sim.loopdev import LoopDevice
 from fdffd.station.control import MAX_CLIENTS, MAX_REQUEST, ControlServer, request
 from fdffd.station.daemon import Daemon
+from fdffd_testkit.loopdev import LoopDevice
 
 from ..cli_util import device_sha256, fdffctl, write_config
 from .support import RELIABILITY_SETTINGS, Tally

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
-from fdffd.sim.loopdev import loop_device
+from fdffd_testkit.fakedrive import FakeDrive, FakeSpec, fake_drive
+from fdffd_testkit.loopdev import loop_device
+from fdffd_testkit.station import Station
 
 from ..cli_util import fdffctl
-from ..station_util import Station
-from .rig import MiB, fill_disk, log_verifies, one_record_each, small_ext4
+from .rig import MiB, audit_verify, fill_disk, log_verifies, one_record_each, small_ext4
 from .support import FULL, Tally
 
 STAGES = ["probe", "wipe-1", "image", "verify"]
@@ -275,7 +275,7 @@ def test_torn_last_line_is_reported_and_never_built_on(
     torn = whole[: len(whole) // 2]  # the first half of a line, as a cut-off write leaves it
     with open(st.audit_log, "ab") as f:
         f.write(torn)
-    run = st.audit_verify()
+    run = audit_verify(st)
     assert run.code == 5 and "torn" in run.record["failure"]["reason"]
     assert run.record["failure"]["line"] == 2
     with loop_device(96 * MiB, directory=st.shm) as second:

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fdffd.sim.fakedrive import FakeSpec, fake_drive
-from fdffd.sim.loopdev import loop_device
+from fdffd_testkit.fakedrive import FakeSpec, fake_drive
+from fdffd_testkit.loopdev import loop_device
+from fdffd_testkit.station import Station, drives
 
-from ..station_util import Station, drives
 from .rig import MiB, log_verifies, one_record_each
 from .support import FULL, Tally
 

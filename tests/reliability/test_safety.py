@@ -36,7 +36,7 @@ from fdffd.devices.blockdev import BlockDevice
 from fdffd.devices.facts import DeviceFacts, gather, parse_mountinfo
 from fdffd.errors import ConfigError, RefusedError
 from fdffd.job.gate import evaluate
-from fdffd.sim.loopdev import LoopDevice, loop_device
+from fdffd_testkit.loopdev import LoopDevice, loop_device
 
 from ..cli_util import device_sha256, fdffctl, write_config
 from .support import FULL, RELIABILITY_SETTINGS, Tally
