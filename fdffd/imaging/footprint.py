@@ -143,3 +143,9 @@ def media_kind_from_udev(props: Mapping[str, str]) -> str:
     if tokens & set(_CARD_WORDS) or "MULTI CARD" in words or "CARDREADER" in words:
         return "sd"
     return "usb"
+
+
+def known_constants() -> list[bytes]:
+    """Byte strings of the footprint that the formatters on this machine (mkfs.fat,
+    mkfs.exfat) do not write, for comparisons against references made with them."""
+    return [FAT32_OEM_NAME, FAT32_BOOT_PROGRAM]
