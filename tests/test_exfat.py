@@ -20,7 +20,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fdffd.errors import NameNotAllowedError, PayloadTooLargeError, UsageError
+from fdffd.imaging.dates import CopyTimes, EntryTimes
 from fdffd.imaging.exfat import (
-    HEAP_ALIGN_BYTES,
     MAX_CLUSTER_COUNT,
     build_exfat,
     check_label,
@@ -38,7 +38,6 @@ from fdffd.imaging.exfat import (
     name_hash,
 )
 from fdffd.imaging.types import (
-    FIXED_TIMESTAMP,
     Bytes,
     FileData,
     FileEntry,
@@ -51,6 +50,7 @@ from tests.imaging_util import render_layout
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 FAT_EPOCH = 315532800  # 1980-01-01 00:00:00 UTC
+DEFAULT_BASE_UTC = datetime(2024, 5, 17, 5, 3, 10, tzinfo=UTC)  # exfat.DEFAULT_BASE
 
 _TOOLS = ("fsck.exfat", "mount.exfat-fuse", "losetup", "tune.exfat", "mkfs.exfat")
 needs_oracles = pytest.mark.skipif(
@@ -139,8 +139,9 @@ def assert_volume_holds(image: Path, tree: Tree) -> None:
     assert_fsck_clean(image)
     with mounted(image) as mnt:
         files, dirs = read_tree(mnt)
-        for entry in tree.files:
-            assert os.stat(mnt / entry.path).st_mtime == FAT_EPOCH
+        for entry in tree.files:  # the source's time: before the copy, never the epoch
+            mtime = os.stat(mnt / entry.path).st_mtime
+            assert FAT_EPOCH + 366 * 86400 < mtime < DEFAULT_BASE_UTC.timestamp() + 86400
     assert dirs == expected_dirs(tree)
     assert files == {f.path: f.source.read_bytes() for f in tree.files}
 
@@ -250,8 +251,8 @@ def test_name_hash_is_a_case_insensitive_rotate_add() -> None:
         (256 * TiB, 128 * KiB),
     ],
 )
-def test_cluster_size_follows_windows(size: int, cluster: int) -> None:
-    """Cluster sizes are Windows' defaults: 4 KiB to 256 MiB, 32 KiB to 32 GiB, then 128 KiB."""
+def test_cluster_size_follows_mkfs_exfat(size: int, cluster: int) -> None:
+    """Cluster sizes are mkfs.exfat's: 4 KiB to 256 MiB, 32 KiB to 32 GiB, then 128 KiB."""
     assert default_cluster_bytes(size) == cluster
     assert exfat_geometry(size).cluster_bytes == cluster
 
@@ -265,12 +266,16 @@ def test_cluster_size_follows_windows(size: int, cluster: int) -> None:
 def test_geometry_is_valid_and_aligned(
     sectors: int, sector_bytes: int, partition_sectors: int
 ) -> None:
-    """Every geometry satisfies the spec's bounds; the heap is 4 MiB-aligned on the medium."""
+    """Every geometry satisfies the spec's bounds; FAT and heap are 1 MiB-aligned on the medium."""
     volume = sectors // (sector_bytes // 512) * sector_bytes
     if volume < MiB:
         return
     partition = partition_sectors * 512 // sector_bytes
-    geo = exfat_geometry(volume, sector_bytes=sector_bytes, partition_offset_sectors=partition)
+    try:
+        geo = exfat_geometry(volume, sector_bytes=sector_bytes, partition_offset_sectors=partition)
+    except ValueError:  # mkfs.exfat too: "boundary alignment is too big"
+        assert volume < 4 * MiB
+        return
     assert geo.fat_offset >= 24
     assert geo.fat_length * sector_bytes >= (geo.cluster_count + 2) * 4
     assert geo.cluster_heap_offset >= geo.fat_offset + geo.fat_length
@@ -279,13 +284,10 @@ def test_geometry_is_valid_and_aligned(
     assert heap_end <= geo.volume_sectors
     assert geo.volume_sectors - heap_end < geo.sectors_per_cluster
     on_medium = (partition + geo.cluster_heap_offset) * sector_bytes
-    assert on_medium % geo.cluster_bytes == 0
-    if volume >= 128 * MiB:
-        assert on_medium % HEAP_ALIGN_BYTES == 0
-        assert (partition + geo.fat_offset) * sector_bytes % MiB == 0
-    # alignment never costs more than a few percent
-    spare = geo.cluster_heap_offset - geo.fat_length - 24
-    assert spare * sector_bytes <= max(volume // 16, 64 * KiB)
+    assert on_medium % MiB == 0
+    assert (partition + geo.fat_offset) * sector_bytes % MiB == 0
+    fat_bytes = volume // geo.cluster_bytes * 4
+    assert geo.fat_length * sector_bytes == -(-fat_bytes // geo.cluster_bytes) * geo.cluster_bytes
 
 
 def test_two_tib_volume_builds_fast_and_small() -> None:
@@ -399,19 +401,33 @@ def _file_entry(layout: VolumeLayout, name: str) -> bytes:
     raise AssertionError(name)
 
 
-def test_timestamps_naive_and_aware(tmp_path: Path) -> None:
-    """Naive times are written with no UTC offset; aware ones with their 15-minute offset."""
+def _times(created: datetime, modified: datetime, accessed: datetime) -> CopyTimes:
+    return CopyTimes(created, {"f": EntryTimes(created, modified, accessed)}, 0)
+
+
+def test_timestamps_are_the_copys_with_koreas_offset(tmp_path: Path) -> None:
+    """Created, modified, accessed as given, with 10-ms parts and UTC+9 (0x80 | 36) in
+    all three offset fields, as Windows writes them; None leaves the offset unknown."""
     files = make_files(tmp_path, [("f", 1)])
-    naive = _file_entry(build_exfat(16 * MiB, Tree(files), volume_id=1), "f")
-    assert struct.unpack_from("<III", naive, 8) == (0x00210000,) * 3
-    assert naive[20:25] == bytes(5)
-    kst = datetime(2024, 2, 29, 23, 59, 59, 990000, tzinfo=timezone(timedelta(hours=9)))
-    aware = _file_entry(build_exfat(16 * MiB, Tree(files), volume_id=1, timestamp=kst), "f")
-    assert aware[20:25] == bytes([199, 199, 0x80 | 36, 0x80 | 36, 0x80 | 36])
-    odd = datetime(2024, 1, 1, 0, 0, tzinfo=timezone(timedelta(minutes=20)))
-    stored = _file_entry(build_exfat(16 * MiB, Tree(files), volume_id=1, timestamp=odd), "f")
-    assert stored[22] == 0x80  # not a multiple of 15 minutes: converted to UTC
-    assert struct.unpack_from("<I", stored, 8)[0] >> 25 == 2023 - 1980
+    made = datetime(2024, 2, 29, 23, 59, 59, 990000)
+    src = datetime(2023, 7, 1, 8, 0, 3, 120000)
+    times = _times(made, src, made)
+    entry = _file_entry(build_exfat(16 * MiB, Tree(files), volume_id=1, times=times), "f")
+
+    def packed(t: datetime) -> int:
+        return (
+            (t.year - 1980) << 25
+            | t.month << 21
+            | t.day << 16
+            | t.hour << 11
+            | t.minute << 5
+            | t.second // 2
+        )
+
+    assert struct.unpack_from("<III", entry, 8) == (packed(made), packed(src), packed(made))
+    assert entry[20:25] == bytes([199, 112, 0x80 | 36, 0x80 | 36, 0x80 | 36])
+    unknown = build_exfat(16 * MiB, Tree(files), volume_id=1, times=times, utc_offset_minutes=None)
+    assert _file_entry(unknown, "f")[22:25] == bytes(3)
 
 
 # --- the oracles -------------------------------------------------------------------------
@@ -522,11 +538,13 @@ def test_file_over_4_gib(tmp_path: Path) -> None:
 
 @needs_oracles
 def test_aware_timestamp_reads_back_as_that_instant(tmp_path: Path) -> None:
-    """A timestamp with a UTC offset reads back through exfat-fuse as the same instant."""
+    """A time written with UTC+9 reads back through exfat-fuse as the same instant."""
     when = datetime(2021, 6, 1, 12, 30, 10, tzinfo=timezone(timedelta(hours=9)))
     files = make_files(tmp_path / "src", [("f", 1)])
     image = tmp_path / "vol.img"
-    render_layout(build_exfat(8 * MiB, Tree(files), volume_id=5, timestamp=when), image)
+    naive = when.replace(tzinfo=None)
+    times = _times(naive, naive, naive)
+    render_layout(build_exfat(8 * MiB, Tree(files), volume_id=5, times=times), image)
     assert_fsck_clean(image)
     with mounted(image) as mnt:
         assert os.stat(mnt / "f").st_mtime == when.timestamp()
@@ -621,6 +639,59 @@ def test_generated_trees_pass_the_oracles(
         shutil.rmtree(work)
 
 
-def test_fixed_timestamp_is_the_fat_epoch() -> None:
-    """The default timestamp is 1980-01-01 00:00, which the FUSE checks expect."""
-    assert datetime(1980, 1, 1) == FIXED_TIMESTAMP
+@needs_oracles
+@pytest.mark.parametrize(
+    ("volume", "sector_bytes"),
+    [(16 * MiB, 512), (300 * MiB, 512), (40 * GiB, 512), (300 * MiB, 4096)],
+)
+def test_empty_volume_is_byte_identical_to_mkfs_exfat(
+    tmp_path: Path, volume: int, sector_bytes: int
+) -> None:
+    """Everything up to the root directory's end is what mkfs.exfat -n android writes
+    on a partition at 1 MiB, but the serial (and the checksum that covers it)."""
+    disk = tmp_path / "disk.img"
+    offset = MiB
+    with open(disk, "wb") as f:
+        f.truncate(offset + volume + MiB)
+    ref = _mkfs_on_partition(disk, offset, volume, sector_bytes)
+    serial = struct.unpack_from("<I", ref, 100)[0]
+    layout = build_exfat(
+        volume,
+        Tree(),
+        volume_id=serial,
+        label="android",
+        sector_bytes=sector_bytes,
+        partition_offset_sectors=offset // sector_bytes,
+    )
+    image = tmp_path / "ours.img"
+    render_layout(layout, image, fill_free=False)
+    with open(image, "rb") as f:
+        ours = f.read(len(ref))
+    assert ours == ref
+
+
+def _mkfs_on_partition(disk: Path, offset: int, volume: int, sector_bytes: int) -> bytes:
+    """Run mkfs.exfat on the partition of a loop device whose table puts it at
+    ``offset``; return the volume's bytes up to the end of its root directory."""
+    table = f"label: dos\nstart={offset // sector_bytes}, size={volume // sector_bytes}, type=7\n"
+    loop = _run("losetup", "-f", "--show", "-P", "-b", str(sector_bytes), str(disk)).stdout.strip()
+    try:
+        subprocess.run(
+            ["sfdisk", "-q", loop], input=table, text=True, check=True, capture_output=True
+        )
+        _run("partx", "-u", loop)
+        part = loop + "p1"
+        for _ in range(50):
+            if os.path.exists(part):
+                break
+            time.sleep(0.1)
+        _run("mkfs.exfat", "-n", "android", part)
+        with open(part, "rb") as f:
+            boot = f.read(512)
+            heap = struct.unpack_from("<I", boot, 88)[0] * sector_bytes
+            cluster = sector_bytes << boot[109]
+            root = struct.unpack_from("<I", boot, 96)[0]
+            f.seek(0)
+            return f.read(heap + (root - 1) * cluster)
+    finally:
+        _run("losetup", "-d", loop)

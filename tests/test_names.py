@@ -22,6 +22,7 @@ from fdffd.imaging.names import (
     lfn_checksum,
     native_short_name,
     utf16_units,
+    windows_name_hash,
 )
 
 
@@ -230,14 +231,36 @@ def test_mixed_case_83_name_keeps_its_short_name_without_tail() -> None:
     )
 
 
-def test_basis_names_and_numeric_tails() -> None:
-    """Long names get truncated basis names and ~N tails, lowest free N first."""
+def test_basis_names_plain_tails_then_windows_hashed_tails() -> None:
+    """Long names get ~1 to ~4, then Windows' hashed form: 2 basis characters, 4 hex
+    digits of the long name's checksum, ~1."""
     names = [f"Letter to the bank {i}.doc" for i in range(12)]
     got = assign_short_names(names)
-    assert got[names[0]].display() == "LETTER~1.DOC"
-    assert got[names[8]].display() == "LETTER~9.DOC"
-    assert got[names[9]].display() == "LETTE~10.DOC"
-    assert got[names[11]].display() == "LETTE~12.DOC"
+    assert [got[n].display() for n in names[:4]] == [f"LETTER~{i}.DOC" for i in range(1, 5)]
+    for name in names[4:]:
+        assert got[name].display() == f"LE{windows_name_hash(name):04X}~1.DOC"
+    assert windows_name_hash(names[4]) != windows_name_hash(names[5])
+
+
+def test_hashed_tails_count_up_when_the_hash_is_taken() -> None:
+    """If a hashed alias is taken, its tail counts up (~2) and the stem shortens past ~9."""
+    name = "Letter to the bank 99.doc"
+    h = f"{windows_name_hash(name):04X}"
+    taken = [f"LETTER~{i}.DOC" for i in range(1, 5)] + [f"LE{h}~1.DOC"]
+    got = assign_short_names([*taken, name])
+    assert got[name].display() == f"LE{h}~2.DOC"
+
+
+def test_windows_name_hash_is_the_documented_checksum() -> None:
+    """Multiply-add over UTF-16 units, scrambled mod 1000000007, nibbles reversed."""
+    crc = 0
+    for ch in "File name 0.txt":
+        crc = (crc * 0x25 + ord(ch)) & 0xFFFF
+    t = (crc * 314159269) & 0xFFFFFFFF
+    t = (-t) & 0xFFFFFFFF if t > 0x7FFFFFFF else t
+    t = (t - ((t * 1152921497) >> 60) * 1000000007) & 0xFFFF
+    want = int(f"{t:04x}"[::-1], 16)
+    assert windows_name_hash("File name 0.txt") == want
 
 
 def test_native_names_claim_their_short_name_first() -> None:
@@ -247,13 +270,38 @@ def test_native_names_claim_their_short_name_first() -> None:
     assert got["foo bar.txt"].raw == b"FOOBAR~2TXT"
 
 
-def test_lossy_conversion_uses_underscores() -> None:
-    """Hangul and characters invalid in 8.3 become '_' and force a tail; spaces are dropped."""
+def test_korean_names_in_cp949_and_lossy_conversion() -> None:
+    """Under CP949 Hangul is two bytes a syllable, never split; characters invalid in 8.3
+    become '_' and force a tail; spaces and embedded periods are dropped."""
     got = assign_short_names(["겨울연가 1화.mp4", "a+b[c].txt", "...dots.txt", "x.y.jpeg"])
-    assert got["겨울연가 1화.mp4"].display() == "____1_~1.MP4"
+    assert got["겨울연가 1화.mp4"].raw == "겨울연~1".encode("cp949") + b"MP4"
+    assert got["겨울연가 1화.mp4"].display() == "겨울연~1.MP4"
     assert got["a+b[c].txt"].display() == "A_B_C_~1.TXT"
     assert got["...dots.txt"].display() == "DOTS~1.TXT"
-    assert got["x.y.jpeg"].display() == "X~1.JPE"
+    assert got["x.y.jpeg"].display() == "XY~1.JPE"
+    assert got["겨울연가 1화.mp4"].lfn  # non-ASCII names always keep their long name
+
+
+def test_code_page_without_hangul_gives_underscores() -> None:
+    """Under a code page that lacks Hangul (CP437), each syllable becomes one '_'."""
+    got = assign_short_names(["겨울연가 1화.mp4"], codepage="cp437")
+    assert got["겨울연가 1화.mp4"].display("cp437") == "____1_~1.MP4"
+
+
+def _cp949_lead(ch: str) -> int:
+    try:
+        return ch.encode("cp949")[0]
+    except UnicodeEncodeError:
+        return 0
+
+
+def test_first_byte_e5_is_stored_as_05() -> None:
+    """A short name whose first OEM byte is E5h (a Hanja under CP949) is stored with 05h."""
+    syllable = next(chr(c) for c in range(0x4E00, 0x9FA6) if _cp949_lead(chr(c)) == 0xE5)
+    got = assign_short_names([f"{syllable}가나다라.txt"])
+    raw = got[f"{syllable}가나다라.txt"].raw
+    assert raw[0] == 0x05 and is_valid_short(raw)
+    assert got[f"{syllable}가나다라.txt"].display().startswith(syllable)
 
 
 def _reference_checksum(short11: bytes) -> int:

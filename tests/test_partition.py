@@ -126,11 +126,10 @@ def check_with_own_readers(layout: PartitionLayout, disk_bytes: int, fs_type: st
     sec = layout.sector_bytes
     if layout.scheme == "mbr":
         mbr = parse_mbr(read(0, 512))
-        assert f"{mbr.disk_signature:08x}" == layout.disk_signature
-        assert mbr.disk_signature != 0
+        assert f"{mbr.disk_signature:08x}" == layout.disk_signature == "00000000"
         [entry] = mbr.entries
         assert entry.index == 0 and entry.boot == 0
-        assert entry.type == {"fat32": 0x0C, "exfat": 0x07}[fs_type]
+        assert entry.type == 0x07  # sgdisk's type for FAT32 and exFAT alike
         assert entry.first_lba * sec == layout.partition_offset
         assert entry.sectors * sec == layout.partition_bytes
         assert entry.start_chs == chs(entry.first_lba)
@@ -166,9 +165,9 @@ def check_with_own_readers(layout: PartitionLayout, disk_bytes: int, fs_type: st
     ("disk_bytes", "fs_type", "scheme", "start", "kind"),
     [
         (64 * MiB, "fat32", "auto", 1 * MiB, "dos"),
-        (300 * MiB + 12345, "exfat", "auto", 4 * MiB, "dos"),
+        (300 * MiB + 12345, "exfat", "auto", 1 * MiB, "dos"),
         (255 * MiB, "fat32", "mbr", 1 * MiB, "dos"),
-        (300 * MiB, "exfat", "gpt", 4 * MiB, "gpt"),
+        (300 * MiB, "exfat", "gpt", 1 * MiB, "gpt"),
         (100 * MiB + 7 * 512, "fat32", "gpt", 1 * MiB, "gpt"),
     ],
 )
@@ -186,8 +185,8 @@ def test_sfdisk_reads_one_partition(
     assert part["start"] * 512 == layout.partition_offset
     assert part["size"] * 512 == layout.partition_bytes
     if kind == "dos":
-        assert part["type"] == {"fat32": "c", "exfat": "7"}[fs_type]
-        assert table["id"] == "0x" + str(layout.disk_signature)
+        assert part["type"] == "7"
+        assert table["id"] == "0x00000000"
     else:
         assert part["type"] == str(BASIC_DATA_GUID).upper()
         assert part["uuid"].lower() == layout.partition_guid
@@ -208,7 +207,7 @@ def test_gpt_above_2tib_passes_sgdisk_verify(tmp_path: Path) -> None:
     out = subprocess.run([SGDISK, "-v", str(image)], check=True, capture_output=True, text=True)
     assert "No problems found" in out.stdout, out.stdout
     [part] = sfdisk_json(image)["partitions"]
-    assert part["start"] * 512 == 4 * MiB
+    assert part["start"] * 512 == 1 * MiB
     assert part["type"] == str(BASIC_DATA_GUID).upper()
     check_with_own_readers(layout, disk_bytes, "exfat")
 
@@ -232,7 +231,7 @@ def test_rescued_drive_partition_ends_inside_usable_size(tmp_path: Path) -> None
     render(layout, image, announced)
     [part] = sfdisk_json(image)["partitions"]
     assert (part["start"] + part["size"]) * 512 == layout.partition_end
-    assert layout.partition_end == 700 * MiB
+    assert layout.partition_end == 700 * MiB + 3 * 512 - 33 * 512  # before a GPT backup
 
 
 def test_4k_sector_layouts_parse_back() -> None:
@@ -241,7 +240,7 @@ def test_4k_sector_layouts_parse_back() -> None:
         layout = plan_partition(
             300 * MiB, fs_type="exfat", disk_id=ID_A, sector_bytes=4096, scheme=scheme
         )
-        assert layout.first_lba == 1024
+        assert layout.first_lba == 256
         check_invariants(layout, 300 * MiB)
         check_with_own_readers(layout, 300 * MiB, "exfat")
 
@@ -258,20 +257,20 @@ def test_4k_sector_layouts_parse_back() -> None:
 )
 @example(disk_bytes=MBR_LIMIT_BYTES, sector_bytes=512, fs_type="exfat", disk_id=ID_A)
 @example(disk_bytes=MBR_LIMIT_BYTES + 512, sector_bytes=512, fs_type="exfat", disk_id=ID_A)
-@example(disk_bytes=256 * MiB - 1, sector_bytes=512, fs_type="fat32", disk_id=ID_A)
-@example(disk_bytes=256 * MiB, sector_bytes=512, fs_type="fat32", disk_id=ID_A)
 def test_layout_properties(
     disk_bytes: int, sector_bytes: int, fs_type: str, disk_id: bytes
 ) -> None:
     """Any size from 64 MiB to 16 TiB: aligned start, end inside the disk, MBR iff <= 2 TiB."""
     layout = plan_partition(disk_bytes, fs_type=fs_type, disk_id=disk_id, sector_bytes=sector_bytes)
     assert layout.scheme == ("mbr" if disk_bytes <= 2 * TiB else "gpt")
-    assert layout.align_bytes == (MiB if disk_bytes < 256 * MiB else 4 * MiB)
-    assert layout.partition_offset == layout.align_bytes
-    assert layout.partition_end % MiB == 0
-    # the end is the last whole MiB the table leaves free
-    tail = 0 if layout.scheme == "mbr" else 16384 + sector_bytes
-    assert disk_bytes // sector_bytes * sector_bytes - tail - layout.partition_end < MiB
+    assert layout.align_bytes == MiB == layout.partition_offset
+    whole = disk_bytes // sector_bytes * sector_bytes
+    tail = 16384 + sector_bytes  # the backup GPT (MBR: the one sgdisk planned first)
+    if layout.scheme == "mbr":
+        assert layout.partition_end == whole - tail
+    else:
+        assert layout.partition_end % MiB == 0
+        assert whole - tail - layout.partition_end < MiB
     check_invariants(layout, disk_bytes)
     check_with_own_readers(layout, disk_bytes, fs_type)
 
@@ -279,9 +278,9 @@ def test_layout_properties(
 def test_mbr_reaches_exactly_2tib() -> None:
     """At exactly 2 TiB the MBR partition's last sector is LBA 2**32 - 1; one sector more is GPT."""
     layout = plan_partition(2 * TiB, fs_type="exfat", disk_id=ID_A)
-    assert layout.scheme == "mbr" and layout.partition_end == 2 * TiB
+    assert layout.scheme == "mbr" and layout.partition_end == 2 * TiB - 33 * 512
     [entry] = parse_mbr(reader(layout)(0, 512)).entries
-    assert entry.first_lba + entry.sectors == 1 << 32
+    assert entry.first_lba + entry.sectors == (1 << 32) - 33
     assert entry.end_chs == b"\xfe\xff\xff"
     assert plan_partition(2 * TiB + 512, fs_type="exfat", disk_id=ID_A).scheme == "gpt"
 
@@ -304,15 +303,15 @@ def test_gap_before_partition_is_zeros() -> None:
     """Everything between the table and the partition start is a Zeros extent."""
     mbr = plan_partition(1000 * MiB, fs_type="fat32", disk_id=ID_A)
     assert [type(e.source) for e in mbr.extents] == [Bytes, Zeros]
-    assert mbr.extents[1].offset == 512 and mbr.extents[1].end == 4 * MiB
+    assert mbr.extents[1].offset == 512 and mbr.extents[1].end == 1 * MiB
     gpt = plan_partition(1000 * MiB, fs_type="fat32", disk_id=ID_A, scheme="gpt")
     assert [type(e.source) for e in gpt.extents] == [Bytes, Zeros, Bytes]
-    assert gpt.extents[0].length == 34 * 512 and gpt.extents[1].end == 4 * MiB
+    assert gpt.extents[0].length == 34 * 512 and gpt.extents[1].end == 1 * MiB
     assert gpt.extents[2].end == 1000 * MiB
 
 
 def test_explicit_alignment_is_honoured() -> None:
-    """An explicit align_bytes overrides the small-disk fallback."""
+    """An explicit align_bytes overrides sgdisk's 1 MiB."""
     layout = plan_partition(100 * MiB, fs_type="fat32", disk_id=ID_A, align_bytes=4 * MiB)
     assert layout.partition_offset == 4 * MiB
     layout = plan_partition(8 * TiB, fs_type="exfat", disk_id=ID_A, align_bytes=16 * MiB)
@@ -329,9 +328,11 @@ def test_identifiers_follow_disk_id(scheme: str) -> None:
     a2 = plan_partition(500 * MiB, fs_type="fat32", disk_id=bytes(ID_A), scheme=scheme)
     b = plan_partition(500 * MiB, fs_type="fat32", disk_id=ID_B, scheme=scheme)
     assert a1 == a2
+    if scheme == "mbr":  # Android's table carries no identifier
+        assert a1.extents == b.extents and a1.disk_signature == "00000000"
+        return
     assert a1.extents != b.extents
-    ids = ("disk_signature",) if scheme == "mbr" else ("disk_guid", "partition_guid")
-    for name in ids:
+    for name in ("disk_guid", "partition_guid"):
         assert getattr(a1, name) != getattr(b, name)
 
 
@@ -350,10 +351,24 @@ def test_gpt_guids_are_version_4_from_disk_id() -> None:
     assert primary.data[512 + 56 : 512 + 72] == disk.bytes_le
 
 
-def test_mbr_signature_skips_zero_words() -> None:
-    """The MBR disk signature is never zero, even if disk_id starts with zero bytes."""
-    layout = plan_partition(500 * MiB, fs_type="fat32", disk_id=bytes(4) + ID_B[4:])
-    assert layout.disk_signature == ID_B[4:8][::-1].hex()
+@needs_sgdisk
+@pytest.mark.parametrize(
+    ("disk_bytes", "sector_bytes"),
+    [(1_000_000_000, 512), (64_000_000_000, 512), (300 * MiB + 7 * 512, 512)],
+)
+def test_mbr_is_byte_identical_to_androids_sgdisk(
+    tmp_path: Path, disk_bytes: int, sector_bytes: int
+) -> None:
+    """The first MiB is exactly what vold's sgdisk commands leave on a zapped disk."""
+    image = tmp_path / "ref.img"
+    with open(image, "wb") as f:
+        f.truncate(disk_bytes)
+    for args in (["--zap-all"], ["--new=0:0:-0", "--typecode=0:0c00", "--gpttombr=1"]):
+        subprocess.run([SGDISK, *args, str(image)], capture_output=True, check=True)
+    layout = plan_partition(disk_bytes, fs_type="fat32", disk_id=ID_A, sector_bytes=sector_bytes)
+    with open(image, "rb") as f:
+        want = f.read(MiB)
+    assert reader(layout)(0, MiB) == want
 
 
 @pytest.mark.parametrize(

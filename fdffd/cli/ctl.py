@@ -317,6 +317,15 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# --- fingerprint -----------------------------------------------------------------------
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from ..inspect.command import run_fingerprint
+
+    return run_fingerprint(args.a, args.b, args.reference or [], sys.stdout)
+
+
 # --- demo ------------------------------------------------------------------------------
 
 
@@ -436,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_report)
+
+    sp = sub.add_parser(
+        "fingerprint", help="what two drives or images share that a real formatter would not"
+    )
+    sp.add_argument("a", metavar="DRIVE_OR_IMAGE")
+    sp.add_argument("b", metavar="DRIVE_OR_IMAGE")
+    sp.add_argument("--reference", action="append", metavar="DRIVE_OR_IMAGE")
+    sp.set_defaults(func=cmd_fingerprint)
 
     sp = sub.add_parser(
         "demo", parents=[common], help="process simulated drives (loop devices, a counterfeit)"

@@ -1,142 +1,83 @@
 """A FAT32 volume, built in memory as a list of extents: no device, no mount.
 
-``build_fat32`` follows Microsoft's FAT specification (fatgen103, "Microsoft
-Extensible Firmware Initiative FAT32 File System Specification", v1.03), with
-Windows' cluster sizes and these layout choices:
+The volume is the one Android's ``newfs_msdos -O android -A`` formats (docs/imaging.md,
+"Footprint"; constants in ``footprint.py``), filled the way a Windows 10/11 copy
+fills it (``fatdir.py``).  Field by field:
 
-**Cluster size** is Windows' default for the volume size (KB 140365 / KB 192322,
-"MB" there meaning MiB):
+**Geometry.**  Cluster size newfs_msdos' default for the volume size: up to about
+3 MB 512 B, up to 64 MiB 4 KiB, up to 256 MiB 8 KiB, up to 1 GiB 16 KiB, above
+32 KiB (never smaller than a sector; with 4096-byte sectors the same *bytes*).
+Where that leaves fewer than 65,525 clusters (newfs_msdos would make FAT16 there,
+issue 14) the cluster is halved until FAT32 fits.  Reserved sectors: 16 KiB worth
+(32 of 512 bytes, 4 of 4096), then padded (``-A``) so that the root directory,
+cluster 2, starts a whole number of clusters from the volume start.  The FAT size
+is newfs_msdos' estimate, made before the padding.  Two FATs.
 
-=====================  ============
-volume size            cluster
-=====================  ============
-≤ 64 MiB               512 B
-≤ 128 MiB              1 KiB
-≤ 256 MiB              2 KiB
-≤ 8 GiB                4 KiB
-≤ 16 GiB               8 KiB
-≤ 32 GiB               16 KiB
-larger                 32 KiB
-=====================  ============
+**Boot sector.**  Jump ``EB 58 90``, OEM name ``android``, media ``F0`` when the
+hidden-sector count is 0 (what Android's newfs_msdos writes) and ``F8`` otherwise,
+heads and sectors per track as the kernel reported them (4/16 for a card in a
+phone's slot, 255/63 for a USB drive), drive number 0, boot signature 29h, the
+volume serial (derived by the plan from the format time), label ``NO NAME`` unless
+one is given, and newfs_msdos' boot program ("Non-system disk / Press any key to
+reboot") at 5Ah.  FSInfo at sector 1, backup boot sector at 2, backup FSInfo at 3.
+The backup FSInfo keeps the "unknown" counts newfs_msdos wrote; the primary one
+has the exact free count and the next free cluster, as the copying system leaves
+it.  The rest of the reserved area is zero.
 
-and never smaller than a sector.  Just above a step of the table (e.g. 64 MiB and
-a little, with 1 KiB clusters) that size leaves fewer than 65,525 clusters; there
-the next smaller cluster size that still allows 4 MiB alignment (below) is used.
-A volume needs at least 65,525 clusters to be FAT32 (fatgen103: fewer means
-FAT12/16 to every driver), so the smallest FAT32 volume is about 33 MiB with
-512-byte sectors; the largest is what BPB_TotSec32 (2^32 - 1 sectors) and 28-bit
-cluster numbers allow.
-
-**Reserved sectors and alignment.**  Flash erases in blocks of megabytes, and the
-SD Association formatter aligns the data region to the erase unit.  The reserved
-area is sized so that the data region (reserved + 2 FATs) starts at a multiple
-of 4 MiB from the volume start (the partition itself starts 4 MiB-aligned, so
-every cluster is aligned on the disk too).  When that would leave fewer than
-65,525 clusters even with smaller clusters (volumes of about 36 MiB and less),
-the data region is only aligned to the cluster size.  The reserved area is never
-smaller than 32 sectors (fatgen103's value for FAT32) and holds the boot sector
-(0), FSInfo (1), the backup boot sector (6) and backup FSInfo (7); the rest is
-zero.  The FAT is the smallest that addresses every cluster (the reserved area
-absorbs the rest).
-
-**Directories and files.**  The root directory starts at cluster 2, then come the
-other directories (pre-order), then the files, each file in consecutive clusters
-(no fragmentation) and in the same order.  Inside a directory, subdirectories come
-first, then files, each in *natural* order (case-insensitive, digit runs compared
-as numbers): cheap media players list entries in directory order, so episode
-"2화" comes before "10화".  The root starts with the volume-label entry when there
-is a label.  Short names, LFN chains and NT case bits: see ``names.py`` (names
-that are valid 8.3 get no LFN; all-lower-case parts use the NT case bits, as
-Windows NT and later do).  Attributes: ARCHIVE for files, DIRECTORY for
-directories, nothing hidden or system; no "System Volume Information" or other
-extra entries.  Directory clusters are zero after the last entry; the slack after
-a file's last byte in its last cluster is free space (keyed fill).
-
-**Timestamps.**  Create, write and access stamps of every entry are ``timestamp``
-(by default ``FIXED_TIMESTAMP``, the FAT epoch), never the station clock.  It is
-taken as a naive wall-clock time (a tzinfo is ignored) with FAT's 2-second write
-resolution and 10-ms create resolution.
-
-**Boot sector.**  OEM name "MSWIN4.1" (fatgen103's recommendation), media 0xF8,
-63 sectors/track and 255 heads (the usual LBA translation), drive 0x80, two
-mirrored FATs, FSInfo with the exact free count and next free cluster, and a boot
-stub that hands control back to the BIOS (INT 18h) if someone boots the stick.
+**Data.**  The root directory starts at cluster 2, then come the other directories
+(pre-order), then the files, each in consecutive clusters and in the same order.
+A label, when given, is the root's first entry (attribute 28h, write time only,
+as newfs_msdos writes it).  Directory clusters are zero after the last entry; the
+slack after a file's last byte is free space (the plan's fill).
 """
 
 from __future__ import annotations
 
-import re
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from fdffd.errors import (
-    FileTooLargeError,
-    NameNotAllowedError,
-    PayloadTooLargeError,
-    UsageError,
+from fdffd.errors import PayloadTooLargeError, UsageError
+from fdffd.imaging import footprint as fp
+from fdffd.imaging.dates import CopyTimes, copy_times
+from fdffd.imaging.fatdir import (
+    ENTRY,
+    FatDir,
+    build_tree,
+    ceil_div,
+    copy_order,
+    directory_bytes,
+    entry_count,
+    label_entry,
 )
-from fdffd.imaging.names import (
-    ShortName,
-    assign_short_names,
-    check_tree,
-    fold_case,
-    lfn_checksum,
-    utf16_units,
-)
-from fdffd.imaging.types import (
-    FIXED_TIMESTAMP,
-    Bytes,
-    Extent,
-    FileData,
-    FileEntry,
-    Tree,
-    VolumeLayout,
-    Zeros,
-)
+from fdffd.imaging.names import DEFAULT_CODEPAGE
+from fdffd.imaging.types import Bytes, Extent, FileData, FileEntry, Tree, VolumeLayout, Zeros
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-#: Windows' default FAT32 cluster size: (largest volume in bytes, cluster bytes).
-CLUSTER_TABLE: tuple[tuple[int, int], ...] = (
-    (64 * MiB, 512),
-    (128 * MiB, 1 * KiB),
-    (256 * MiB, 2 * KiB),
-    (8 * GiB, 4 * KiB),
-    (16 * GiB, 8 * KiB),
-    (32 * GiB, 16 * KiB),
-)
-LARGE_CLUSTER = 32 * KiB
-
-MIN_CLUSTERS = 65525  # fatgen103: fewer clusters is FAT12/FAT16
-MAX_CLUSTERS = 0x0FFFFFEF - 1  # highest cluster number 0x0FFFFFEF (28-bit entries)
-MIN_RESERVED_SECTORS = 32
-DATA_ALIGN_BYTES = 4 * MiB
-MAX_FILE_BYTES = 0xFFFFFFFF  # DIR_FileSize is 32 bits
-MAX_DIR_ENTRIES = 65536  # fatgen103: a directory holds at most 65,536 32-byte entries
+#: FAT limits (fatgen103): fewer clusters than this is FAT12/FAT16 to every driver.
+MIN_CLUSTERS = 65525
+#: The highest cluster number is 0x0FFFFFF6 (28-bit entries, newfs_msdos' MAXCLS32).
+MAX_CLUSTERS = 0x0FFFFFF4
+MAX_SECTORS = 0xFFFFFFFF  # BPB_TotSec32
+MAX_RESERVED = 0xFFFF  # BPB_RsvdSecCnt
+MAX_SECTORS_PER_CLUSTER = 128
 SECTOR_SIZES = (512, 1024, 2048, 4096)
+NUM_FATS = 2
+ROOT_CLUSTER = 2
 
-MEDIA = 0xF8
+MEDIA_FIXED = 0xF8
+MEDIA_NO_HIDDEN = 0xF0
 EOC = 0x0FFFFFFF
-ATTR_READ_ONLY = 0x01
 ATTR_VOLUME_ID = 0x08
-ATTR_DIRECTORY = 0x10
-ATTR_ARCHIVE = 0x20
-ATTR_LFN = 0x0F
-ENTRY = 32
-LFN_UNITS = 13
-
-# jmp short 0x5A; nop -- and at 0x5A: int 18h (boot failed, BIOS tries the next
-# device), then hang.
-_JUMP = b"\xeb\x58\x90"
-_BOOT_STUB = b"\xcd\x18\xeb\xfe"
-_OEM_NAME = b"MSWIN4.1"
 _LABEL_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !#$%&'()-@^_`{}~")
+#: What a builder stamps when the caller gives no times (tests): a fixed, plausible
+#: copy time.  The plan always passes per-drive times drawn from a window.
+DEFAULT_BASE = datetime(2024, 5, 17, 14, 3, 10, 250_000)
 
 
 @dataclass(frozen=True)
@@ -162,50 +103,48 @@ class Fat32Geometry:
     @property
     def data_offset(self) -> int:
         """Byte offset of cluster 2."""
-        return (self.reserved_sectors + 2 * self.fat_sectors) * self.sector_bytes
+        return (self.reserved_sectors + NUM_FATS * self.fat_sectors) * self.sector_bytes
 
     def cluster_offset(self, cluster: int) -> int:
         return self.data_offset + (cluster - 2) * self.cluster_bytes
 
 
 def default_cluster_bytes(volume_bytes: int, sector_bytes: int = 512) -> int:
-    """Windows' default FAT32 cluster size for a volume of ``volume_bytes``."""
-    for limit, size in CLUSTER_TABLE:
-        if volume_bytes <= limit:
-            return max(size, sector_bytes)
-    return max(LARGE_CLUSTER, sector_bytes)
+    """newfs_msdos' default FAT cluster size for a volume of ``volume_bytes``."""
+    units = volume_bytes // 512
+    for limit, spc in fp.NEWFS_CLUSTER_STEPS:
+        if units <= limit:
+            return max(spc * 512, sector_bytes)
+    return max(fp.NEWFS_LARGE_SPC * 512, sector_bytes)
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+def _newfs_fat_sectors(total: int, reserved: int, spc: int, bps: int) -> int:
+    """newfs_msdos' FAT size: clusters estimated as if the FATs took one sector each."""
+    meta = reserved + NUM_FATS
+    clusters = (total - meta) * bps * 2 // (spc * bps * 2 + 8 * NUM_FATS)
+    return ceil_div((2 + min(clusters, MAX_CLUSTERS)) * 4, bps)
 
 
-def _fit(total: int, spc: int, bps: int, align: int) -> Fat32Geometry | None:
-    """The layout of ``total`` sectors with the data region aligned to ``align`` sectors.
-
-    For a given start of the data region (``meta`` = reserved + 2 FATs) the cluster
-    count and so the smallest FAT are fixed, and the reserved area takes the rest;
-    the smallest aligned ``meta`` that leaves at least 32 reserved sectors wins."""
-
-    def attempt(meta: int) -> Fat32Geometry | None:
-        if total - meta < spc:
+def _layout(total: int, spc: int, bps: int) -> Fat32Geometry | None:
+    """newfs_msdos' reserved area and FAT for ``spc``, root aligned to the cluster (-A)."""
+    base = max(
+        fp.FAT32_BACKUP_SECTOR + 1,
+        fp.FAT32_BASE_RESERVED_BYTES // bps,
+        fp.FAT32_MIN_RESERVED_SECTORS,
+    )
+    fat = _newfs_fat_sectors(total, base, spc, bps)
+    while True:
+        misalign = (base + NUM_FATS * fat) % spc
+        reserved = base + (spc - misalign if misalign else 0)
+        if reserved > MAX_RESERVED or total <= reserved + NUM_FATS * fat:
             return None
-        clusters = (total - meta) // spc
-        fat = _ceil_div((clusters + 2) * 4, bps)
-        reserved = meta - 2 * fat
-        if not MIN_RESERVED_SECTORS <= reserved <= 0xFFFF:
-            return None
-        return Fat32Geometry(bps, total, spc, reserved, fat, clusters)
-
-    most = _ceil_div((total // spc + 2) * 4, bps)  # a FAT for every cluster there could be
-    meta = _ceil_div(MIN_RESERVED_SECTORS + 2 * most, align) * align
-    best = attempt(meta)
-    while best is not None and meta > align:
-        smaller = attempt(meta - align)
-        if smaller is None:
+        clusters = (total - reserved - NUM_FATS * fat) // spc
+        # newfs_msdos' estimate can fall one or two entries short with one-sector
+        # clusters (a size it would format as FAT16): then the FAT grows by a sector.
+        if clusters <= fat * bps // 4 - 2:
             break
-        meta, best = meta - align, smaller
-    return best
+        fat += 1
+    return Fat32Geometry(bps, total, spc, reserved, fat, clusters)
 
 
 def fat32_geometry(volume_bytes: int, sector_bytes: int = 512) -> Fat32Geometry:
@@ -215,36 +154,28 @@ def fat32_geometry(volume_bytes: int, sector_bytes: int = 512) -> Fat32Geometry:
     if sector_bytes not in SECTOR_SIZES:
         raise UsageError(f"FAT32: unsupported sector size {sector_bytes} (use 512 to 4096)")
     total = volume_bytes // sector_bytes
-    if total > 0xFFFFFFFF:
+    if total > MAX_SECTORS:
         raise UsageError(
             f"FAT32: a volume of {volume_bytes} bytes is too large "
-            f"(at most {0xFFFFFFFF * sector_bytes} bytes with {sector_bytes}-byte sectors); "
+            f"(at most {MAX_SECTORS * sector_bytes} bytes with {sector_bytes}-byte sectors); "
             "use exFAT"
         )
-    best: Fat32Geometry | None = None
-    # Just above a step of the table, Windows' cluster size leaves fewer than 65,525
-    # clusters: take the next smaller cluster size there.  4 MiB alignment comes first
-    # (it matters more to flash than the cluster size); tiny volumes go without it.
-    for aligned in (True, False):
-        cluster = default_cluster_bytes(volume_bytes, sector_bytes)
-        while best is None and cluster >= sector_bytes:
-            align = DATA_ALIGN_BYTES if aligned else cluster
-            geo = _fit(total, cluster // sector_bytes, sector_bytes, align // sector_bytes)
-            if geo is not None and geo.clusters >= MIN_CLUSTERS:
-                best = geo
-            cluster //= 2
-    if best is None:
-        raise UsageError(
-            f"FAT32: a volume of {volume_bytes} bytes is too small: FAT32 needs at least "
-            f"{MIN_CLUSTERS} clusters (about 33 MiB with 512-byte sectors, 260 MiB with "
-            "4096-byte sectors); use a larger drive"
-        )
-    if best.clusters > MAX_CLUSTERS:
-        raise UsageError(
-            f"FAT32: a volume of {volume_bytes} bytes has {best.clusters} clusters, more "
-            f"than FAT32's {MAX_CLUSTERS}; use exFAT"
-        )
-    return best
+    cluster = default_cluster_bytes(volume_bytes, sector_bytes)
+    while cluster >= sector_bytes:
+        geo = _layout(total, cluster // sector_bytes, sector_bytes)
+        if geo is not None and geo.clusters > MAX_CLUSTERS:
+            raise UsageError(
+                f"FAT32: a volume of {volume_bytes} bytes has {geo.clusters} clusters, more "
+                f"than FAT32's {MAX_CLUSTERS}; use exFAT"
+            )
+        if geo is not None and geo.clusters >= MIN_CLUSTERS:
+            return geo
+        cluster //= 2
+    raise UsageError(
+        f"FAT32: a volume of {volume_bytes} bytes is too small: FAT32 needs at least "
+        f"{MIN_CLUSTERS} clusters (about 33 MiB with 512-byte sectors, 260 MiB with "
+        "4096-byte sectors); use a larger drive"
+    )
 
 
 def check_label(label: str) -> str:
@@ -265,150 +196,6 @@ def check_label(label: str) -> str:
     return stored
 
 
-# --- the payload tree -------------------------------------------------------------------
-
-
-@dataclass
-class _Dir:
-    path: str
-    dirs: dict[str, _Dir] = field(default_factory=dict)
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    cluster: int = 0
-    clusters: int = 0
-    data: bytes = b""
-
-
-def _natural_key(name: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
-    parts = re.split(r"([0-9]+)", fold_case(name))
-    key = tuple(
-        (0, int(part), part) if i % 2 else (1, 0, part) for i, part in enumerate(parts) if part
-    )
-    return key, name
-
-
-def _refuse(path: str, detail: str) -> NameNotAllowedError:
-    return NameNotAllowedError(path=path, detail=detail)
-
-
-def _build_tree(tree: Tree) -> _Dir:
-    check_tree([*tree.dirs, *(f.path for f in tree.files)])
-    root = _Dir("")
-    file_paths = {f.path for f in tree.files}
-
-    def ensure(path: str) -> _Dir:
-        node = root
-        sofar = ""
-        for part in path.split("/"):
-            sofar = f"{sofar}/{part}" if sofar else part
-            if sofar in file_paths:
-                raise _refuse(sofar, "is both a file and a directory in the payload")
-            node = node.dirs.setdefault(part, _Dir(sofar))
-        return node
-
-    for d in tree.dirs:
-        ensure(d)
-    for f in tree.files:
-        if f.size < 0:
-            raise _refuse(f.path, f"negative size {f.size}")
-        if f.size > MAX_FILE_BYTES:
-            raise FileTooLargeError(
-                path=f.path, size=f.size, filesystem="FAT32", limit=MAX_FILE_BYTES
-            )
-        parent, _, name = f.path.rpartition("/")
-        node = ensure(parent) if parent else root
-        if name in node.files:
-            raise _refuse(f.path, "is listed twice in the payload")
-        node.files[name] = f
-    return root
-
-
-def _walk(node: _Dir) -> Iterator[_Dir]:
-    """Directories in pre-order, children in directory order."""
-    yield node
-    for name in sorted(node.dirs, key=_natural_key):
-        yield from _walk(node.dirs[name])
-
-
-# --- on-disk encodings ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Stamp:
-    date: int
-    time: int
-    tenth: int
-
-
-def _stamp(ts: datetime) -> _Stamp:
-    if not 1980 <= ts.year <= 2107:
-        raise UsageError(f"FAT timestamps run from 1980 to 2107, not {ts.isoformat()}")
-    date = ((ts.year - 1980) << 9) | (ts.month << 5) | ts.day
-    time = (ts.hour << 11) | (ts.minute << 5) | (ts.second // 2)
-    tenth = (ts.second % 2) * 100 + ts.microsecond // 10_000
-    return _Stamp(date, time, tenth)
-
-
-def _short_entry(raw: bytes, attr: int, case: int, cluster: int, size: int, st: _Stamp) -> bytes:
-    return struct.pack(
-        "<11sBBBHHHHHHHI",
-        raw,
-        attr,
-        case,
-        st.tenth,
-        st.time,
-        st.date,
-        st.date,
-        cluster >> 16,
-        st.time,
-        st.date,
-        cluster & 0xFFFF,
-        size,
-    )
-
-
-def _lfn_entries(name: str, checksum: int) -> bytes:
-    """The LFN chain of ``name``, last part first, as it precedes the short entry."""
-    units = name.encode("utf-16-le")
-    count = _ceil_div(len(units) // 2, LFN_UNITS)
-    if len(units) // 2 % LFN_UNITS:
-        units += b"\x00\x00"
-    units += b"\xff\xff" * (count * LFN_UNITS - len(units) // 2)
-    out = []
-    for seq in range(count, 0, -1):
-        part = units[(seq - 1) * 2 * LFN_UNITS : seq * 2 * LFN_UNITS]
-        order = seq | (0x40 if seq == count else 0)
-        out.append(
-            bytes([order])
-            + part[0:10]
-            + bytes([ATTR_LFN, 0, checksum])
-            + part[10:22]
-            + b"\x00\x00"
-            + part[22:26]
-        )
-    return b"".join(out)
-
-
-def _lfn_count(name: str, short: ShortName) -> int:
-    return _ceil_div(utf16_units(name), LFN_UNITS) if short.lfn else 0
-
-
-@dataclass(frozen=True)
-class _Child:
-    name: str
-    short: ShortName
-    node: _Dir | None
-    file: FileEntry | None
-
-
-def _children(node: _Dir) -> list[_Child]:
-    dirs = sorted(node.dirs, key=_natural_key)
-    files = sorted(node.files, key=_natural_key)
-    shorts = assign_short_names(dirs + files)
-    return [_Child(n, shorts[n], node.dirs[n], None) for n in dirs] + [
-        _Child(n, shorts[n], None, node.files[n]) for n in files
-    ]
-
-
 assert array("I").itemsize == 4, "FAT entries are built as 32-bit unsigned ints"
 
 
@@ -419,7 +206,192 @@ def _le32(values: array[int]) -> bytes:
     return values.tobytes()
 
 
-# --- the builder ------------------------------------------------------------------------
+# --- the builder, step by step ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Allocation:
+    """Where directories and files went: chains (first cluster, count) and file starts."""
+
+    chains: list[tuple[int, int]]
+    file_cluster: dict[str, int]
+    placed: list[tuple[int, FileEntry]]
+    next_cluster: int
+
+    @property
+    def used(self) -> int:
+        return self.next_cluster - 2
+
+
+def _size_directories(order: list[FatDir], has_label: bool, cluster_bytes: int) -> None:
+    for node in order:
+        node.clusters = max(1, ceil_div(entry_count(node, has_label) * ENTRY, cluster_bytes))
+
+
+def _allocate(order: list[FatDir], geo: Fat32Geometry) -> _Allocation:
+    """Directories, then files, in consecutive clusters from 2 (the copy's order)."""
+    chains: list[tuple[int, int]] = []
+    nxt = ROOT_CLUSTER
+    for node in order:
+        node.cluster = nxt
+        chains.append((nxt, node.clusters))
+        nxt += node.clusters
+    file_cluster: dict[str, int] = {}
+    placed: list[tuple[int, FileEntry]] = []
+    for node in order:
+        for kid in node.children:
+            if kid.file is not None and kid.file.size > 0:
+                count = ceil_div(kid.file.size, geo.cluster_bytes)
+                file_cluster[kid.file.path] = nxt
+                chains.append((nxt, count))
+                placed.append((nxt, kid.file))
+                nxt += count
+    alloc = _Allocation(chains, file_cluster, placed, nxt)
+    if alloc.used > geo.clusters:
+        cb = geo.cluster_bytes
+        raise PayloadTooLargeError(needed=alloc.used * cb, available=geo.clusters * cb)
+    return alloc
+
+
+def _fat_bytes(alloc: _Allocation, media: int, sector_bytes: int) -> bytes:
+    """The used part of one FAT, padded to whole sectors (the rest of the FAT is zero)."""
+    fat = array("I", bytes(4 * alloc.next_cluster))
+    fat[0] = 0x0FFFFF00 | media
+    fat[1] = EOC
+    for start, count in alloc.chains:
+        fat[start : start + count - 1] = array("I", range(start + 1, start + count))
+        fat[start + count - 1] = EOC
+    data = _le32(fat)
+    return data + bytes(-len(data) % sector_bytes)
+
+
+@dataclass(frozen=True)
+class BootFields:
+    """The boot-sector fields that are not geometry."""
+
+    hidden_sectors: int
+    volume_id: int
+    label: str
+    bios: fp.BiosGeometry
+
+    @property
+    def media(self) -> int:
+        return MEDIA_NO_HIDDEN if self.hidden_sectors == 0 else MEDIA_FIXED
+
+
+def boot_sector(geo: Fat32Geometry, f: BootFields) -> bytes:
+    """Sector 0 (and its backup) as newfs_msdos writes it."""
+    bpb = struct.pack(
+        "<3s8sHBHBHHBHHHIIIHHIHH12sBBBI11s8s",
+        b"\xeb\x58\x90",
+        fp.FAT32_OEM_NAME,
+        geo.sector_bytes,
+        geo.sectors_per_cluster,
+        geo.reserved_sectors,
+        NUM_FATS,
+        0,  # BPB_RootEntCnt
+        0,  # BPB_TotSec16
+        f.media,
+        0,  # BPB_FATSz16
+        f.bios.sectors_per_track,
+        f.bios.heads,
+        f.hidden_sectors,
+        geo.total_sectors,
+        geo.fat_sectors,
+        0,  # BPB_ExtFlags: FATs mirrored
+        0,  # BPB_FSVer 0.0
+        ROOT_CLUSTER,
+        fp.FAT32_FSINFO_SECTOR,
+        fp.FAT32_BACKUP_SECTOR,
+        bytes(12),
+        0,  # BS_DrvNum: newfs_msdos leaves it zero
+        0,
+        0x29,  # BS_BootSig: the next three fields are valid
+        f.volume_id,
+        f.label.encode("ascii").ljust(11) if f.label else fp.FAT32_NO_LABEL,
+        b"FAT32   ",
+    )
+    sector = bytearray(geo.sector_bytes)
+    sector[: len(bpb)] = bpb
+    at = fp.FAT32_BOOT_PROGRAM_OFFSET
+    sector[at : at + len(fp.FAT32_BOOT_PROGRAM)] = fp.FAT32_BOOT_PROGRAM
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def fsinfo_sector(sector_bytes: int, free: int, next_free: int) -> bytes:
+    sector = bytearray(sector_bytes)
+    struct.pack_into("<I", sector, 0, 0x41615252)
+    struct.pack_into("<III", sector, 484, 0x61417272, free, next_free)
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def _reserved_extents(geo: Fat32Geometry, boot: bytes, fsinfo: bytes) -> list[Extent]:
+    bps = geo.sector_bytes
+    unknown = fsinfo_sector(bps, 0xFFFFFFFF, 0xFFFFFFFF)
+    backup = fp.FAT32_BACKUP_SECTOR
+    ext = [
+        Extent(0, bps, Bytes(boot)),
+        Extent(fp.FAT32_FSINFO_SECTOR * bps, bps, Bytes(fsinfo)),
+        Extent(backup * bps, bps, Bytes(boot)),
+        Extent((backup + fp.FAT32_FSINFO_SECTOR) * bps, bps, Bytes(unknown)),
+    ]
+    after = backup + fp.FAT32_FSINFO_SECTOR + 1
+    if geo.reserved_sectors > after:
+        ext.append(Extent(after * bps, (geo.reserved_sectors - after) * bps, Zeros()))
+    return ext
+
+
+def _fat_extents(geo: Fat32Geometry, fat_used: bytes) -> list[Extent]:
+    fat_bytes = geo.fat_sectors * geo.sector_bytes
+    ext = []
+    for copy in range(NUM_FATS):
+        start = geo.fat_offset + copy * fat_bytes
+        ext.append(Extent(start, len(fat_used), Bytes(fat_used)))
+        if fat_bytes > len(fat_used):
+            ext.append(Extent(start + len(fat_used), fat_bytes - len(fat_used), Zeros()))
+    return ext
+
+
+def _check_args(volume_id: int, hidden_sectors: int) -> None:
+    if not 0 <= volume_id <= 0xFFFFFFFF:
+        raise UsageError(f"FAT32 volume id {volume_id} is not a 32-bit number")
+    if not 0 <= hidden_sectors <= 0xFFFFFFFF:
+        raise UsageError(f"FAT32: hidden sectors {hidden_sectors} is not a 32-bit number")
+
+
+def _directories(
+    order: list[FatDir],
+    geo: Fat32Geometry,
+    alloc: _Allocation,
+    times: CopyTimes,
+    label: str,
+) -> list[Extent]:
+    ext = []
+    for node in order:
+        head = b""
+        if not node.path and label:
+            raw = label.encode("ascii").ljust(11)
+            head = label_entry(raw, fp.FAT32_LABEL_ATTR, times.formatted)
+        parent = node.path.rpartition("/")[0]
+        data = directory_bytes(
+            node,
+            parent_cluster=_cluster_of(order, parent) if node.path and parent else 0,
+            head=head,
+            times=times.entries,
+            file_cluster=alloc.file_cluster,
+            cluster_bytes=geo.cluster_bytes,
+        )
+        ext.append(Extent(geo.cluster_offset(node.cluster), len(data), Bytes(data)))
+    return ext
+
+
+def _cluster_of(order: list[FatDir], path: str) -> int:
+    for node in order:
+        if node.path == path:
+            return node.cluster
+    raise AssertionError(f"directory {path!r} not in the tree")  # pragma: no cover
 
 
 def build_fat32(
@@ -430,123 +402,32 @@ def build_fat32(
     label: str = "",
     hidden_sectors: int = 0,
     sector_bytes: int = 512,
-    timestamp: datetime = FIXED_TIMESTAMP,
+    media: str = fp.DEFAULT_MEDIA,
+    times: CopyTimes | None = None,
+    codepage: str = DEFAULT_CODEPAGE,
 ) -> VolumeLayout:
     """Lay out a FAT32 volume of ``volume_bytes`` holding ``tree`` (see the module docstring).
 
-    ``hidden_sectors`` is the partition's first LBA (BPB_HiddSec).  Raises
-    ``NameNotAllowedError``, ``FileTooLargeError``, ``PayloadTooLargeError``, or
-    ``UsageError`` for a volume, label or timestamp FAT32 cannot take."""
-    if not 0 <= volume_id <= 0xFFFFFFFF:
-        raise UsageError(f"FAT32 volume id {volume_id} is not a 32-bit number")
-    if not 0 <= hidden_sectors <= 0xFFFFFFFF:
-        raise UsageError(f"FAT32: hidden sectors {hidden_sectors} is not a 32-bit number")
+    ``hidden_sectors`` is BPB_HiddSec (0, as Android writes it, gives media F0h);
+    ``media`` ("sd" or "usb") picks the BIOS geometry; ``times`` are every entry's
+    times (from ``dates.copy_times``; by default spread from ``DEFAULT_BASE``).
+    Raises ``NameNotAllowedError``, ``FileTooLargeError``, ``PayloadTooLargeError``,
+    or ``UsageError`` for a volume, label or timestamp FAT32 cannot take."""
+    _check_args(volume_id, hidden_sectors)
     stored_label = check_label(label)
-    stamp = _stamp(timestamp)
-    root = _build_tree(tree)
+    order = build_tree(tree, codepage)
     geo = fat32_geometry(volume_bytes, sector_bytes)
-    cb = geo.cluster_bytes
-
-    # 1. directory sizes, in pre-order
-    order = list(_walk(root))
-    listing: dict[str, list[_Child]] = {}
-    for node in order:
-        kids = _children(node)
-        listing[node.path] = kids
-        n = (2 if node.path else (1 if stored_label else 0)) + sum(
-            1 + _lfn_count(k.name, k.short) for k in kids
-        )
-        if n > MAX_DIR_ENTRIES:
-            raise _refuse(
-                node.path or "/",
-                f"this directory needs {n} directory entries, FAT32 allows {MAX_DIR_ENTRIES}; "
-                "spread its files over subdirectories or use shorter names",
-            )
-        node.clusters = max(1, _ceil_div(n * ENTRY, cb))
-
-    # 2. allocation: directories, then files, in consecutive clusters from 2
-    chains: list[tuple[int, int]] = []
-    next_cluster = 2
-    for node in order:
-        node.cluster = next_cluster
-        chains.append((next_cluster, node.clusters))
-        next_cluster += node.clusters
-    file_cluster: dict[str, int] = {}
-    placed: list[tuple[int, FileEntry]] = []
-    for node in order:
-        for kid in listing[node.path]:
-            if kid.file is not None and kid.file.size > 0:
-                count = _ceil_div(kid.file.size, cb)
-                file_cluster[kid.file.path] = next_cluster
-                chains.append((next_cluster, count))
-                placed.append((next_cluster, kid.file))
-                next_cluster += count
-    used = next_cluster - 2
-    if used > geo.clusters:
-        raise PayloadTooLargeError(needed=used * cb, available=geo.clusters * cb)
-
-    # 3. directory contents
-    for node in order:
-        parts = []
-        if not node.path and stored_label:
-            raw = stored_label.encode("ascii").ljust(11)
-            parts.append(_short_entry(raw, ATTR_VOLUME_ID, 0, 0, 0, stamp))
-        if node.path:
-            parent = node.path.rpartition("/")[0]
-            parent_cluster = _find(root, parent).cluster if parent else 0
-            parts.append(_short_entry(b".          ", ATTR_DIRECTORY, 0, node.cluster, 0, stamp))
-            parts.append(_short_entry(b"..         ", ATTR_DIRECTORY, 0, parent_cluster, 0, stamp))
-        for kid in listing[node.path]:
-            if kid.short.lfn:
-                parts.append(_lfn_entries(kid.name, lfn_checksum(kid.short.raw)))
-            if kid.node is not None:
-                attr, cluster, size = ATTR_DIRECTORY, kid.node.cluster, 0
-            else:
-                assert kid.file is not None
-                attr, size = ATTR_ARCHIVE, kid.file.size
-                cluster = file_cluster.get(kid.file.path, 0)
-            parts.append(
-                _short_entry(kid.short.raw, attr, kid.short.case_bits, cluster, size, stamp)
-            )
-        data = b"".join(parts)
-        node.data = data + bytes(node.clusters * cb - len(data))
-
-    # 4. the FAT
-    fat = array("I", bytes(4 * next_cluster))
-    fat[0] = 0x0FFFFF00 | MEDIA
-    fat[1] = EOC
-    for start, count in chains:
-        fat[start : start + count - 1] = array("I", range(start + 1, start + count))
-        fat[start + count - 1] = EOC
-    fat_used = _le32(fat)
-    fat_used += bytes(-len(fat_used) % sector_bytes)
-
-    # 5. boot sector and FSInfo
-    free = geo.clusters - used
-    next_free = next_cluster if free else 0xFFFFFFFF
-    boot = _boot_sector(geo, hidden_sectors, volume_id, stored_label)
-    fsinfo = _fsinfo(sector_bytes, free, next_free)
-
-    # 6. extents
-    bps = sector_bytes
-    ext: list[Extent] = [
-        Extent(0, bps, Bytes(boot)),
-        Extent(bps, bps, Bytes(fsinfo)),
-        Extent(2 * bps, 4 * bps, Zeros()),
-        Extent(6 * bps, bps, Bytes(boot)),
-        Extent(7 * bps, bps, Bytes(fsinfo)),
-    ]
-    if geo.reserved_sectors > 8:
-        ext.append(Extent(8 * bps, (geo.reserved_sectors - 8) * bps, Zeros()))
-    fat_bytes = geo.fat_sectors * bps
-    for copy in range(2):
-        start = geo.fat_offset + copy * fat_bytes
-        ext.append(Extent(start, len(fat_used), Bytes(fat_used)))
-        if fat_bytes > len(fat_used):
-            ext.append(Extent(start + len(fat_used), fat_bytes - len(fat_used), Zeros()))
-    for node in order:
-        ext.append(Extent(geo.cluster_offset(node.cluster), len(node.data), Bytes(node.data)))
-    for cluster, entry in placed:
+    if times is None:
+        times = copy_times(DEFAULT_BASE, copy_order(order), b"")
+    _size_directories(order, bool(stored_label), geo.cluster_bytes)
+    alloc = _allocate(order, geo)
+    fields = BootFields(hidden_sectors, volume_id, stored_label, fp.bios_geometry(media))
+    free = geo.clusters - alloc.used
+    fsinfo = fsinfo_sector(sector_bytes, free, alloc.next_cluster if free else 0xFFFFFFFF)
+    ext = _reserved_extents(geo, boot_sector(geo, fields), fsinfo)
+    ext += _fat_extents(geo, _fat_bytes(alloc, fields.media, sector_bytes))
+    ext += _directories(order, geo, alloc, times, stored_label)
+    for cluster, entry in alloc.placed:
         ext.append(Extent(geo.cluster_offset(cluster), entry.size, FileData(entry, 0)))
     ext.sort(key=lambda e: e.offset)
     return VolumeLayout(
@@ -554,59 +435,6 @@ def build_fat32(
         volume_bytes=volume_bytes,
         volume_id=volume_id,
         label=stored_label,
-        cluster_bytes=cb,
+        cluster_bytes=geo.cluster_bytes,
         extents=ext,
     )
-
-
-def _find(root: _Dir, path: str) -> _Dir:
-    node = root
-    for part in path.split("/"):
-        node = node.dirs[part]
-    return node
-
-
-def _boot_sector(geo: Fat32Geometry, hidden: int, volume_id: int, label: str) -> bytes:
-    bpb = struct.pack(
-        "<3s8sHBHBHHBHHHIIIHHIHH12sBBBI11s8s",
-        _JUMP,
-        _OEM_NAME,
-        geo.sector_bytes,
-        geo.sectors_per_cluster,
-        geo.reserved_sectors,
-        2,  # BPB_NumFATs
-        0,  # BPB_RootEntCnt
-        0,  # BPB_TotSec16
-        MEDIA,
-        0,  # BPB_FATSz16
-        63,  # BPB_SecPerTrk
-        255,  # BPB_NumHeads
-        hidden,
-        geo.total_sectors,
-        geo.fat_sectors,
-        0,  # BPB_ExtFlags: FATs mirrored
-        0,  # BPB_FSVer 0.0
-        2,  # BPB_RootClus
-        1,  # BPB_FSInfo
-        6,  # BPB_BkBootSec
-        bytes(12),
-        0x80,  # BS_DrvNum
-        0,
-        0x29,  # BS_BootSig: the next three fields are valid
-        volume_id,
-        (label or "NO NAME").encode("ascii").ljust(11),
-        b"FAT32   ",
-    )
-    sector = bytearray(geo.sector_bytes)
-    sector[: len(bpb)] = bpb
-    sector[0x5A : 0x5A + len(_BOOT_STUB)] = _BOOT_STUB
-    sector[510:512] = b"\x55\xaa"
-    return bytes(sector)
-
-
-def _fsinfo(sector_bytes: int, free: int, next_free: int) -> bytes:
-    sector = bytearray(sector_bytes)
-    struct.pack_into("<I", sector, 0, 0x41615252)
-    struct.pack_into("<III", sector, 484, 0x61417272, free, next_free)
-    struct.pack_into("<I", sector, 508, 0xAA550000)
-    return bytes(sector)

@@ -21,11 +21,17 @@ Pure functions, no I/O.  Two jobs:
    Names must be NFC: Windows compares names code unit by code unit, so an NFD name
    would look identical to, and yet differ from, what a Windows or Android user types.
 
-2. **FAT short names** (``assign_short_names``, ``lfn_checksum``), following the
-   basis-name and numeric-tail algorithms of Microsoft's FAT specification
-   (fatgen103), with the OEM code page reduced to printable ASCII: any other
-   character becomes ``_`` (a "lossy conversion").  Short names therefore read the
-   same under every OEM code page.
+2. **FAT short names** (``assign_short_names``, ``lfn_checksum``) as Windows NT and
+   later (10/11) create them when copying files (docs/imaging.md, "Short names"):
+   fatgen103's basis name, built in an OEM code page (default CP949, Korean
+   Windows; any Python codec works), with Windows' rules on top: embedded periods
+   leave the primary part, characters the code page cannot hold (or that 8.3
+   forbids: ``+ , ; = [ ]``) become ``_`` and force a tail, a double-byte
+   character is never split; tails ``~1`` to ``~4`` first, then Windows' hashed
+   form (two basis characters, four hex digits of a checksum of the long name,
+   ``~1``...).  A name that is not plain ASCII always keeps its long name (LFN
+   entries), so phones and players that read short names in another code page
+   never show it garbled.
 
 Case-insensitive comparison (``fold_case``): FAT (Windows) and exFAT (its up-case
 table) both compare names after a *simple*, one-to-one up-casing of each UTF-16 code
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fdffd.errors import NameNotAllowedError
@@ -212,27 +218,24 @@ class ShortName:
     case_bits: int
     lfn: bool
 
-    def display(self) -> str:
-        """``NAME.EXT`` as DOS shows it."""
-        base = self.raw[:8].decode("ascii").rstrip(" ")
-        ext = self.raw[8:].decode("ascii").rstrip(" ")
+    def display(self, codepage: str = "cp949") -> str:
+        """``NAME.EXT`` as DOS shows it in ``codepage``."""
+        raw = (b"\xe5" + self.raw[1:]) if self.raw[0] == 0x05 else self.raw
+        base = raw[:8].decode(codepage, "replace").rstrip(" ")
+        ext = raw[8:].decode(codepage, "replace").rstrip(" ")
         return f"{base}.{ext}" if ext else base
 
 
 def is_valid_short(raw: bytes) -> bool:
     """Whether ``raw`` is a well-formed 11-byte short name as this module writes them."""
-    if len(raw) != 11:
+    if len(raw) != 11 or raw[0] in (0x20, 0xE5):
         return False
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        return False
+    text = raw.decode("latin-1")  # bytes 0x80-0xFF: OEM (code page) characters
     base, ext = text[:8], text[8:]
-    if base[0] == " ":
-        return False
     for part in (base, ext):
         body = part.rstrip(" ")
-        if " " in body or not set(body) <= _SHORT_UPPER:
+        ok = all(c in _SHORT_UPPER or ord(c) >= 0x80 for c in body.lstrip("\x05"))
+        if " " in body or not ok or (part is ext and "\x05" in body):
             return False
     return True
 
@@ -267,35 +270,134 @@ def native_short_name(name: str) -> ShortName | None:
     return ShortName(_pack(base.upper(), ext.upper()), bits, lfn=False)
 
 
-def _basis_name(name: str) -> tuple[str, str, bool]:
-    """Basis name per fatgen103: (primary, extension, needs a numeric tail)."""
+#: Characters 8.3 names may not hold although every code page has them.
+_SHORT_FORBIDDEN = frozenset("+,;=[]")
+#: Short names given the plain ``~N`` tail before Windows switches to hashed tails.
+PLAIN_TAILS = 4
+#: The default OEM code page of short names (Korean Windows).
+DEFAULT_CODEPAGE = "cp949"
+
+
+def _oem(ch: str, codepage: str) -> bytes | None:
+    """``ch`` (already up-cased) in the OEM code page, or None if it cannot be a
+    short-name character there."""
+    if ch.isascii():
+        return ch.encode("ascii") if ch in _SHORT_UPPER else None
+    if ch in _SHORT_FORBIDDEN:
+        return None
+    try:
+        raw = ch.encode(codepage)
+    except (UnicodeEncodeError, LookupError):
+        return None
+    return raw if raw and raw[0] >= 0x80 else None
+
+
+@dataclass(frozen=True)
+class _Basis:
+    """A basis name: its primary part and extension as lists of OEM characters
+    (each one or two bytes), and whether it needs a numeric tail."""
+
+    primary: tuple[bytes, ...]
+    ext: tuple[bytes, ...]
+    needs_tail: bool
+
+
+def _take(chars: Sequence[bytes], limit: int) -> tuple[bytes, ...]:
+    """The longest prefix of ``chars`` that fits ``limit`` bytes (no split character)."""
+    out: list[bytes] = []
+    used = 0
+    for c in chars:
+        if used + len(c) > limit:
+            break
+        out.append(c)
+        used += len(c)
+    return tuple(out)
+
+
+def _convert(text: str, codepage: str) -> tuple[list[bytes], bool]:
+    out: list[bytes] = []
     lossy = False
-    chars = []
-    for ch in fold_case(name):
-        if ch in _SHORT_UPPER or ch in " .":
-            chars.append(ch)
-        else:
-            chars.append("_")
-            lossy = True
-    converted = "".join(chars)
-    stripped = converted.replace(" ", "").lstrip(".")
-    dot = stripped.find(".")
-    primary = (stripped if dot < 0 else stripped[:dot])[:8]
-    last = stripped.rfind(".")
-    ext = stripped[last + 1 :][:3] if last >= 0 else ""
+    for ch in fold_case(text):
+        if ch in " .":
+            continue
+        raw = _oem(ch, codepage)
+        if raw is None:
+            raw, lossy = b"_", True
+        out.append(raw)
+    return out, lossy
+
+
+def _basis_name(name: str, codepage: str) -> _Basis:
+    """The basis name of a long name (fatgen103, as Windows NT builds it)."""
+    stripped = name.lstrip(" .")
+    dot = stripped.rfind(".")
+    head, tail = (stripped[:dot], stripped[dot + 1 :]) if dot >= 0 else (stripped, "")
+    primary_all, lossy1 = _convert(head, codepage)
+    ext_all, lossy2 = _convert(tail, codepage)
+    primary = _take(primary_all, 8)
+    ext = _take(ext_all, 3)
     if not primary:
-        primary, lossy = "_", True
-    fits = stripped == converted and stripped == (f"{primary}.{ext}" if ext else primary)
-    return primary, ext, lossy or not fits
+        primary, lossy1 = (b"_",), True
+    truncated = len(primary) < len(primary_all) or len(ext) < len(ext_all)
+    exact = not (lossy1 or lossy2 or truncated) and _joined(primary, ext) == name.upper()
+    return _Basis(primary, ext, not exact)
 
 
-def assign_short_names(names: Sequence[str]) -> dict[str, ShortName]:
-    """Short names for all ``names`` of one directory: unique, deterministic.
+def _joined(primary: Sequence[bytes], ext: Sequence[bytes]) -> str:
+    base = b"".join(primary).decode("latin-1")
+    return f"{base}.{b''.join(ext).decode('latin-1')}" if ext else base
+
+
+def windows_name_hash(name: str) -> int:
+    """The 16-bit checksum Windows 7 and later put in a hashed short name.
+
+    Computed over the long name's UTF-16 code units: a multiply-add checksum,
+    scrambled by a multiplication modulo 1000000007, with its nibbles reversed."""
+    crc = 0
+    raw = name.encode("utf-16-le", "surrogatepass")
+    for i in range(0, len(raw), 2):
+        crc = (crc * 0x25 + int.from_bytes(raw[i : i + 2], "little")) & 0xFFFF
+    t = (crc * 314159269) & 0xFFFFFFFF
+    if t > 0x7FFFFFFF:
+        t = (-t) & 0xFFFFFFFF
+    t = (t - ((t * 1152921497) >> 60) * 1000000007) & 0xFFFF
+    return ((t & 0xF000) >> 12) | ((t & 0x0F00) >> 4) | ((t & 0x00F0) << 4) | ((t & 0x000F) << 12)
+
+
+def _raw(primary: Sequence[bytes], ext: Sequence[bytes]) -> bytes:
+    base = b"".join(primary).ljust(8, b" ")
+    raw = base + b"".join(ext).ljust(3, b" ")
+    return (b"\x05" + raw[1:]) if raw[0] == 0xE5 else raw
+
+
+def _with_tail(primary: Sequence[bytes], ext: Sequence[bytes], tail: str) -> bytes:
+    chars = tuple(tail.encode("ascii")[i : i + 1] for i in range(len(tail)))
+    return _raw(_take(primary, 8 - len(tail)) + chars, ext)
+
+
+def _candidates(name: str, basis: _Basis) -> Iterator[bytes]:
+    """Short names to try for ``name``, in Windows' order."""
+    if not basis.needs_tail:
+        yield _raw(basis.primary, basis.ext)
+    for n in range(1, PLAIN_TAILS + 1):
+        yield _with_tail(basis.primary, basis.ext, f"~{n}")
+    hashed = _take(basis.primary, 2) if len(basis.primary) > 1 else basis.primary[:1]
+    digits = f"{windows_name_hash(name):04X}"
+    stem = hashed + tuple(digits.encode("ascii")[i : i + 1] for i in range(4))
+    for n in range(1, MAX_NUMERIC_TAIL + 1):
+        yield _with_tail(stem, basis.ext, f"~{n}")
+
+
+def assign_short_names(
+    names: Sequence[str], codepage: str = DEFAULT_CODEPAGE
+) -> dict[str, ShortName]:
+    """Short names for all ``names`` of one directory, in the order the copy creates
+    them: unique, deterministic.
 
     Names that are valid 8.3 names claim their own short name first; the others get
-    a basis name and, when it is lossy, does not fit 8.3 or is taken, the lowest free
-    numeric tail ``~N`` (fatgen103), in the order given.  ``names`` must already pass
-    ``check_tree`` (no two equal after ``fold_case``)."""
+    the first free candidate of :func:`_candidates` (basis name, ``~1``-``~4``,
+    then hashed tails).  ``names`` must already pass ``check_tree`` (no two equal
+    after ``fold_case``)."""
     out: dict[str, ShortName] = {}
     taken: set[bytes] = set()
     for name in names:
@@ -305,27 +407,15 @@ def assign_short_names(names: Sequence[str]) -> dict[str, ShortName]:
                 raise ValueError(f"{name!r} clashes with another name in its directory")
             taken.add(native.raw)
             out[name] = native
-    next_tail: dict[tuple[str, str], int] = {}
     for name in names:
         if name in out:
             continue
-        primary, ext, needs_tail = _basis_name(name)
-        if not needs_tail:
-            raw = _pack(primary, ext)
-            if raw not in taken:
-                taken.add(raw)
-                out[name] = ShortName(raw, 0, lfn=True)
-                continue
-        n = next_tail.get((primary, ext), 1)
-        while True:
-            if n > MAX_NUMERIC_TAIL:
-                raise ValueError(f"no free short name for {name!r}")
-            tail = f"~{n}"
-            raw = _pack(primary[: 8 - len(tail)] + tail, ext)
-            n += 1
+        basis = _basis_name(name, codepage)
+        for raw in _candidates(name, basis):
             if raw not in taken:
                 break
-        next_tail[(primary, ext)] = n
+        else:  # pragma: no cover - a directory cannot hold 10^6 names
+            raise ValueError(f"no free short name for {name!r}")
         taken.add(raw)
         out[name] = ShortName(raw, 0, lfn=True)
     return out

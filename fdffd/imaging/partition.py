@@ -4,40 +4,31 @@ Pure code: ``plan_partition`` turns the usable size of a drive and some random
 bytes into a ``PartitionLayout``, and the readers (``parse_mbr``, ``parse_gpt``)
 check what is on a disk.  Nothing here touches a device.
 
-Choices (docs for the operator and the auditor; see also DESIGN.md, decision 1):
+Choices (docs/imaging.md, "Footprint"): the table is the one Android's vold leaves
+on a card or stick it formats as portable storage (``sgdisk --zap-all``, then
+``sgdisk --new=0:0:-0 --typecode=0:0c00 --gpttombr=1``), reproduced field by field:
 
-- **Start.** The partition starts at ``align_bytes``: 4 MiB, the SD Association
-  formatter's boundary unit for SDHC/SDXC cards and a multiple of every flash
-  erase block and allocation unit seen on USB sticks.  Disks under 256 MiB get
-  1 MiB instead: such old drives have erase blocks of 128 KiB or less, and the
-  4 MiB gap plus a 4 MiB-rounded end would cost them up to 6 % of their space.
-- **End.** The partition ends at the last whole MiB inside the usable space (for
-  GPT: before the backup entry array).  The end matters less than the start,
-  whole MiB costs under 1 MiB, and it always stays inside ``disk_bytes``.
-- **Between the table and the partition: zeros**, not keyed fill, so that no
-  tool mistakes leftover noise for a boot loader, a second table or a stray
-  filesystem signature.  Space after the partition end is left to the caller
-  (keyed fill).
-- **MBR.** One primary entry, type 0x0C (FAT32, LBA) or 0x07 (exFAT); boot
-  indicator 0x00 (a data drive: nothing should try to boot it; Windows and the
-  SD formatter mark data partitions non-active).  Boot code is all zero.  CHS
-  fields use the 255-head, 63-sector geometry that Windows and fdisk use for
-  LBA disks, and ``FE FF FF`` (cylinder 1023, head 254, sector 63) once the
-  address is past what CHS can hold.
-- **GPT** (above 2 TiB, or forced): protective MBR (type 0xEE from LBA 1, size
-  ``min(last LBA, 0xFFFFFFFF)``, start CHS ``00 02 00``, end CHS of the last LBA
-  or ``FF FF FF`` as UEFI asks, disk signature zero), primary header at LBA 1,
-  128 entries of 128 bytes from LBA 2, backup entries and backup header at the
-  end of the *usable* size.  One Basic Data Partition, attributes 0, empty name
-  (nothing on a drive may point back to the sender).
-- **Identifiers** come only from ``disk_id`` (exactly 32 random bytes from the
-  caller), never from a clock or the host: the MBR disk signature is the first
-  non-zero little-endian 32-bit word of ``disk_id``; the GPT disk GUID is
-  ``disk_id[0:16]`` and the partition GUID ``disk_id[16:32]``, each with the
-  RFC 4122 version-4 and variant bits set, written in GPT's mixed-endian order.
+- **Start** at 1 MiB (sgdisk's 2048-sector alignment; 256 sectors of 4096 bytes).
+- **End** where the GPT that sgdisk builds first would have its last usable LBA:
+  the whole disk minus the backup GPT (33 sectors of 512 bytes, 5 of 4096) and one
+  more sector; computed on the **usable** size, so a rescued counterfeit's partition
+  ends inside its real capacity.
+- **Type 0x07** (sgdisk maps the Basic Data GUID behind ``0c00`` back to 0x07), for
+  FAT32 and exFAT alike; boot indicator 0x00.
+- **Boot code and disk signature all zero** (``--zap-all`` cleared them and the
+  conversion writes none); CHS fields in the 255-head, 63-sector geometry, ``FE FF
+  FF`` past cylinder 1023.
+- **Zeros** between the table and the partition (``--zap-all`` leaves them so).
+- **GPT** (above 2 TiB, or forced, where an MBR cannot reach): protective MBR
+  (type 0xEE from LBA 1, size ``min(last LBA, 0xFFFFFFFF)``, start CHS ``00 02
+  00``, end CHS of the last LBA or ``FF FF FF`` as UEFI asks, disk signature
+  zero), primary header at LBA 1, 128 entries of 128 bytes from LBA 2, backup
+  entries and backup header at the end of the *usable* size; one Basic Data
+  Partition from 1 MiB to the last whole MiB, attributes 0, empty name.  The GPT
+  GUIDs come only from ``disk_id`` (32 random bytes from the caller): disk GUID
+  ``disk_id[0:16]``, partition GUID ``disk_id[16:32]``, RFC 4122 version 4.
 - **Scheme.** ``auto`` is MBR up to and including 2 TiB of usable size, GPT
-  above (the Windows rule; at 512-byte sectors 2 TiB is exactly what 32-bit
-  LBAs reach).  ``mbr`` on a disk with more than 2**32 sectors is refused.
+  above.  ``mbr`` on a disk with more than 2**32 sectors is refused.
 """
 
 from __future__ import annotations
@@ -56,16 +47,15 @@ TiB = 1 << 40
 
 #: How many random bytes ``plan_partition`` wants in ``disk_id``.
 DISK_ID_BYTES = 32
-#: Default partition alignment, and the one for disks under ``SMALL_DISK_BYTES``.
-ALIGN_BYTES = 4 * MiB
-SMALL_ALIGN_BYTES = 1 * MiB
-SMALL_DISK_BYTES = 256 * MiB
-#: The partition end is rounded down to this (or to the alignment, if smaller).
+#: Partition alignment (sgdisk's default: 2048 sectors of 512 bytes).
+ALIGN_BYTES = 1 * MiB
+#: A GPT partition's end is rounded down to this (or to the alignment, if smaller).
 END_GRANULE_BYTES = 1 * MiB
 #: ``auto`` picks MBR up to and including this usable size, GPT above.
 MBR_LIMIT_BYTES = 2 * TiB
 
-MBR_TYPES = {"fat32": 0x0C, "exfat": 0x07}
+#: The filesystems a partition may hold, and the MBR type sgdisk writes for each.
+MBR_TYPES = {"fat32": 0x07, "exfat": 0x07}
 MBR_TYPE_PROTECTIVE = 0xEE
 BASIC_DATA_GUID = uuid.UUID("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")
 
@@ -125,11 +115,6 @@ class PartitionLayout:
         return self.partition_bytes // self.sector_bytes
 
 
-def auto_align_bytes(disk_bytes: int) -> int:
-    """The alignment ``plan_partition`` uses when none is given."""
-    return SMALL_ALIGN_BYTES if disk_bytes < SMALL_DISK_BYTES else ALIGN_BYTES
-
-
 def plan_partition(
     disk_bytes: int,
     *,
@@ -141,7 +126,7 @@ def plan_partition(
 ) -> PartitionLayout:
     """Lay out one partition for ``fs_type`` on a disk of ``disk_bytes`` usable bytes.
 
-    ``align_bytes`` None picks 4 MiB (1 MiB under 256 MiB); an explicit value must be
+    ``align_bytes`` None picks 1 MiB; an explicit value must be
     a power of two and a multiple of ``sector_bytes``.  Raises ``UsageError`` for bad
     arguments or an MBR that cannot address the disk, ``PayloadTooLargeError`` when
     the disk cannot hold one aligned partition."""
@@ -157,7 +142,7 @@ def plan_partition(
         raise UsageError("disk_id is all zero: it must be random bytes")
     if disk_bytes < 0:
         raise UsageError(f"negative disk size {disk_bytes}")
-    align = auto_align_bytes(disk_bytes) if align_bytes is None else align_bytes
+    align = ALIGN_BYTES if align_bytes is None else align_bytes
     if align < sector_bytes or align & (align - 1):
         raise UsageError(
             f"alignment {align} must be a power of two of at least the sector size {sector_bytes}"
@@ -174,22 +159,20 @@ def plan_partition(
 
     granule = min(align, END_GRANULE_BYTES)
     entry_sectors = GPT_ENTRIES_BYTES // sector_bytes
-    if scheme == "mbr":
-        table_end = sector_bytes
-        backup_bytes = 0
-    else:
-        table_end = (2 + entry_sectors) * sector_bytes
-        backup_bytes = (1 + entry_sectors) * sector_bytes
+    backup_bytes = (1 + entry_sectors) * sector_bytes
+    table_end = sector_bytes if scheme == "mbr" else (2 + entry_sectors) * sector_bytes
     start = _round_up(table_end, align)
-    # Usable space for the partition: the whole disk, minus the GPT backup at its end.
+    # Usable space for the partition: the whole disk, minus the GPT backup at its end
+    # (sgdisk lays out a GPT before converting it to the MBR, and keeps its bounds).
     limit = total_sectors * sector_bytes - backup_bytes
-    end = limit // granule * granule
+    # MBR: one past the GPT's last usable LBA; GPT: the last whole MiB.
+    end = limit if scheme == "mbr" else limit // granule * granule
     if end - start < granule:
         needed = start + granule + backup_bytes
         raise PayloadTooLargeError(needed=needed, available=disk_bytes)
 
     if scheme == "mbr":
-        signature = _mbr_signature(disk_id)
+        signature = 0  # sgdisk --zap-all, then --gpttombr: no disk signature
         mbr = _mbr_sector(
             sector_bytes,
             signature,
@@ -245,16 +228,6 @@ def plan_partition(
 
 def _round_up(value: int, unit: int) -> int:
     return -(-value // unit) * unit
-
-
-def _mbr_signature(disk_id: bytes) -> int:
-    """The first non-zero little-endian 32-bit word of ``disk_id``.  A zero signature
-    means "none" to Windows, which would then write one on first sight."""
-    for i in range(0, len(disk_id), 4):
-        word: int = struct.unpack_from("<I", disk_id, i)[0]
-        if word:
-            return word
-    raise AssertionError("disk_id checked non-zero")  # pragma: no cover
 
 
 def chs(lba: int) -> bytes:

@@ -4,19 +4,14 @@ Nothing here touches a device or reads a file.  A filesystem builder turns a
 ``Tree`` into a ``VolumeLayout``: the bytes its metadata needs and where each
 payload file's data goes, all relative to the start of the volume.  Whatever a
 layout does not cover is free space, which the image pass fills with the keyed
-pattern.  ``plan.py`` places the partition table and the volume on the disk.
+pattern or zeros (the plan's ``free``).  ``plan.py`` places the partition table
+and the volume on the disk.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-
-#: The one timestamp written into every filesystem fdffd creates (docs/imaging.md,
-#: "Timestamp policy"): the FAT epoch, 1980-01-01 00:00:00, no time zone.  Using a
-#: constant means no drive carries the station's clock or a batch's date.
-FIXED_TIMESTAMP = datetime(1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class FileData:
 
 @dataclass(frozen=True)
 class Fill:
-    """Keyed, position-dependent fill (free space)."""
+    """Keyed, position-dependent fill (free space when the plan keeps keyed fill)."""
 
 
 Source = Bytes | Zeros | FileData | Fill

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from .. import __version__
@@ -30,7 +31,7 @@ from ..errors import (
     PayloadTooLargeError,
     RefusedError,
 )
-from ..imaging.plan import ID_BYTES, build_plan
+from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
 from ..payload.profiles import Profile, check_before_job, open_profile
@@ -340,6 +341,7 @@ def _image_surface(
             filesystem=cfg.job.filesystem,
             label=cfg.job.label,
             ids=os.urandom(ID_BYTES),
+            base_time=draw_base_time(date.today()),  # imaging never reads the clock
             sector_bytes=sector,
         )
     except PayloadTooLargeError as err:

@@ -1,0 +1,1 @@
+"""Looking at finished drives from outside: what two drives share that ordinary ones would not."""
