@@ -21,7 +21,8 @@ from ..log import configure
 class Terminated(FdffdError):
     """terminated by signal {signum}"""
 
-    exit_code = 128 + 15
+    code = "terminated"
+    exit_code = ExitCode.TERMINATED
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("fdffctl: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":
