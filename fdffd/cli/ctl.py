@@ -55,16 +55,16 @@ def _print_json(obj: Any) -> None:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from ..audit import AuditLog, StationKeys
-    from ..job.pipeline import run_job
+    from ..job.pipeline import process_path
 
     cfg = _config(args)
     make_state_dir(cfg.station.state_dir)
     keys = StationKeys.load_or_create(cfg.station.state_dir)
-    outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
-    record = outcome.record
+    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
+    record = outcome.record.to_json_dict()
     code = outcome.exit_code
     try:
-        record = AuditLog(cfg.audit_log, keys).append(record)
+        record = AuditLog(cfg.audit_log, keys).append(outcome.record)
     except FdffdError as err:
         print(f"fdffctl: the job ended but its record could not be logged: {err}", file=sys.stderr)
         code = code or err.exit_code
