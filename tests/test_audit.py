@@ -25,6 +25,7 @@ from fdffd.audit.log import (
     AuditLog,
     VerifyResult,
     canonical_bytes,
+    iter_log,
     iter_records,
     line_hash,
     quarantine_torn_tail,
@@ -38,12 +39,14 @@ from fdffd.audit.record import (
     ErrorInfo,
     FilesystemInfo,
     JobRecord,
+    KeyRotationRecord,
     PayloadInfo,
     ProfileTried,
     Sanitization,
     SpeedProfile,
     Stage,
     Wipe,
+    size_class,
     utc_now_iso,
 )
 from fdffd.audit.report import build_report, render_text
@@ -864,3 +867,81 @@ def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Pat
             StationKeys.load_or_create(mnt)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# --- schema 2: other record types, size classes ----------------------------------------
+
+
+def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: StationKeys) -> None:
+    """A key-rotation record chains and verifies like any line; reports see only jobs."""
+    log = AuditLog(tmp_path / "audit.jsonl", keys)
+    log.append(make_record(0))
+    out = log.append(
+        KeyRotationRecord(
+            station="station-1",
+            version="0.1.0",
+            at=utc_now_iso(),
+            old_key="ab" * 32,
+            new_key="cd" * 32,
+            new_key_fingerprint="ef" * 32,
+            reason="yearly rotation",
+        )
+    )
+    assert list(out)[:3] == ["schema", "type", "station"] and out["type"] == "key-rotation"
+    assert out["day"] == out["at"][:10]
+    log.append(make_record(1))
+    result = verify(log.path, keys.public_key)
+    assert result.ok and result.lines_checked == 3, result.summary()
+    assert [type(r).__name__ for r in iter_log(log.path)] == [
+        "JobRecord",
+        "KeyRotationRecord",
+        "JobRecord",
+    ]
+    assert [r.job_id for r in iter_records(log.path)] == ["job-00000", "job-00001"]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"schema": 3}, "unknown schema 3"),
+        ({"type": "inventory"}, "unknown record type 'inventory'"),
+        ({"day": "2026-03-09"}, "day 2026-03-09 is not the date of started_at"),
+        ({"sealed": "not base64!"}, "sealed"),
+        ({"wipe": {"free_space": "random"}}, "free_space"),
+        ({"sanitization": {"method": "purge"}}, "method"),
+    ],
+)
+def test_a_record_no_version_knows_is_refused_naming_why(
+    tmp_path: Path, keys: StationKeys, change: dict[str, Any], needle: str
+) -> None:
+    """An unknown schema or type, or a schema-2 field out of its domain, is refused by
+    append and named by verify at its line."""
+    log = AuditLog(tmp_path / "audit.jsonl", keys)
+    bad = make_record(0).to_json_dict() | change
+    del bad["prev"], bad["sig"]
+    with pytest.raises(AuditError, match=needle):
+        log.append(bad)
+    line = canonical_bytes(bad | {"prev": GENESIS, "sig": "00" * 64})
+    (tmp_path / "bad.jsonl").write_bytes(line + b"\n")
+    result = verify(tmp_path / "bad.jsonl", keys.public_key)
+    assert result.failure is not None and result.failure.line == 1
+    assert needle.split()[0] in result.failure.reason
+
+
+@given(st.integers(1, 1 << 52), st.integers(1, 1 << 52))
+def test_size_classes_are_coarse_and_ordered(a: int, b: int) -> None:
+    """A size class is a power of two of megabytes within a factor 1.5 of the size, and a
+    larger drive never gets a smaller class."""
+
+    def mb(label: str) -> int:
+        return int(label[:-1]) * {"M": 1, "G": 1 << 10, "T": 1 << 20}[label[-1]]
+
+    for n in (a, b):
+        got = mb(size_class(n))
+        assert got & (got - 1) == 0
+        if n >= 1_000_000:
+            assert n / 1e6 / 1.5 <= got <= n / 1e6 * 1.5, (n, size_class(n))
+    if a <= b:
+        assert mb(size_class(a)) <= mb(size_class(b))
+    assert size_class(16_000_000_000) == size_class(15_518_924_800) == "16G"
+    assert size_class(64 << 20) == "64M" and size_class(10**12) == "1T"
