@@ -876,11 +876,13 @@ def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: S
     """A key-rotation record chains and verifies like any line; reports see only jobs."""
     log = AuditLog(tmp_path / "audit.jsonl", keys)
     log.append(make_record(0))
+    now = utc_now_iso()
     out = log.append(
         KeyRotationRecord(
             station="station-1",
             version="0.1.0",
-            at=utc_now_iso(),
+            day=now[:10],
+            at=now,
             old_key="ab" * 32,
             new_key="cd" * 32,
             new_key_fingerprint="ef" * 32,
