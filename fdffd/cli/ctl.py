@@ -83,7 +83,7 @@ def _print_summary(rec: dict[str, Any]) -> None:
     print(f"{rec['device']['path']}: {rec['verdict'].upper()}")
     if rec["error"]:
         print(f"  {rec['error']['message']}")
-    if cap["announced_bytes"]:
+    if cap["announced_bytes"] and cap["usable_bytes"] is not None:
         announced, usable = format_size(cap["announced_bytes"]), format_size(cap["usable_bytes"])
         line = f"  capacity: announced {announced}, usable {usable}"
         if cap["counterfeit"]:
@@ -92,10 +92,10 @@ def _print_summary(rec: dict[str, Any]) -> None:
     if wipe["bytes_written"]:
         print(
             f"  wiped {format_size(wipe['bytes_written'])} in {wipe['passes']} pass(es), "
-            f"verified {format_size(wipe['verified_bytes'])}, "
+            f"verified {format_size(wipe['verified_bytes'] or 0)}, "
             f"mismatched {wipe['mismatched_bytes']} bytes"
         )
-    for start, n in wipe["bad_ranges"][:10]:
+    for start, n in (wipe["bad_ranges"] or [])[:10]:
         print(f"  bad range: {start}+{n}")
     print(f"  job {rec['job_id']}")
 
