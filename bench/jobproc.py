@@ -1,7 +1,7 @@
 """Run one job the way the station daemon does: in a process that has already imported fdffd.
 
 ``python -m bench.jobproc --config FILE DEVICE`` prints one JSON object: the record, and the
-wall and CPU seconds (user, system; all threads) spent inside ``run_job`` only.  Start-up (the
+wall and CPU seconds (user, system; all threads) spent inside the job only.  Start-up (the
 interpreter, imports) is measured apart, since a daemon pays it once, not per drive.
 """
 
@@ -22,7 +22,7 @@ def main() -> int:
     t0 = time.perf_counter()
     from fdffd.audit import AuditLog, StationKeys
     from fdffd.config import load_config
-    from fdffd.job.pipeline import run_job
+    from fdffd.job.pipeline import process_path
     from fdffd.log import configure
 
     configure(json=True, level="error")
@@ -31,13 +31,13 @@ def main() -> int:
     startup = time.perf_counter() - t0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t1 = time.perf_counter()
-    outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
+    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
     wall = time.perf_counter() - t1
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     AuditLog(cfg.audit_log, keys).append(outcome.record)
     json.dump(
         {
-            "record": outcome.record,
+            "record": outcome.record.to_json_dict(),
             "exit_code": outcome.exit_code,
             "wall": wall,
             "user": r1.ru_utime - r0.ru_utime,

@@ -1,4 +1,4 @@
-"""The job record, the station keys and the tamper-evident audit log (DESIGN.md, decision 7)."""
+"""The job record, the station keys and the tamper-evident audit log (docs/record.md)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from fdffd.audit.log import (
     AuditLog,
     VerifyResult,
     canonical_bytes,
+    iter_log,
     iter_records,
     line_hash,
     quarantine_torn_tail,
@@ -38,9 +39,14 @@ from fdffd.audit.record import (
     ErrorInfo,
     FilesystemInfo,
     JobRecord,
+    KeyRotationRecord,
     PayloadInfo,
+    ProfileTried,
+    Sanitization,
+    SpeedProfile,
     Stage,
     Wipe,
+    size_class,
     utc_now_iso,
 )
 from fdffd.audit.report import build_report, render_text
@@ -58,6 +64,7 @@ def make_record(i: int = 0, *, serial_hmac: str | None = None, **overrides: Any)
         "started_at": f"2026-03-{1 + i % 3:02d}T10:00:00.000Z",
         "finished_at": f"2026-03-{1 + i % 3:02d}T10:20:00.000Z",
         "verdict": "ok",
+        "wiped": True,
         "device": DeviceInfo(
             path="/dev/sdb",
             port="pci-0000:00:14.0-usb-0:2:1.0-scsi-0:0:0:0",
@@ -85,12 +92,21 @@ def make_record(i: int = 0, *, serial_hmac: str | None = None, **overrides: Any)
             partition_offset=1048576,
             partition_bytes=15_998_951_424,
         ),
+        "sanitization": Sanitization(tool_version="0.1.0"),
         "payload": PayloadInfo(
             profile="default",
+            audience="youth",
             manifest_sha256="ab" * 32,
             files=12,
             bytes=7_000_000_000,
             verified=True,
+            choice=[
+                ProfileTried(profile="youth-32g", fits=False, reason="needs a 32G drive"),
+                ProfileTried(profile="default", fits=True),
+            ],
+        ),
+        "speed": SpeedProfile(
+            regions=2, write_bytes_per_second=[2e7, 1.9e7], read_bytes_per_second=[4e7, 4e7]
         ),
         "stages": [
             Stage(name="probe", seconds=2.5, bytes=1 << 20),
@@ -131,28 +147,37 @@ def base_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, StationKe
 
 # --- schema and round trip ------------------------------------------------------------
 
-DESIGN_KEYS = {
+#: the keys of a schema-2 job record, in order (docs/record.md)
+SCHEMA2_KEYS = {
     "": [
         "schema",
+        "type",
         "job_id",
         "station",
         "version",
+        "day",
         "started_at",
         "finished_at",
         "verdict",
+        "wiped",
         "device",
         "capacity",
         "wipe",
+        "sanitization",
         "filesystem",
         "payload",
+        "speed",
         "stages",
         "error",
+        "sealed",
         "prev",
         "sig",
     ],
     "device": [
         "path",
         "port",
+        "port_label",
+        "media",
         "bus",
         "vendor",
         "model",
@@ -160,17 +185,50 @@ DESIGN_KEYS = {
         "announced_bytes",
         "logical_sector",
     ],
-    "capacity": ["announced_bytes", "usable_bytes", "counterfeit", "kind", "probe_seconds"],
+    "capacity": [
+        "announced_bytes",
+        "announced_class",
+        "usable_bytes",
+        "usable_class",
+        "counterfeit",
+        "kind",
+        "probe_seconds",
+    ],
     "wipe": [
         "pattern",
         "passes",
+        "free_space",
         "bytes_written",
         "verified_bytes",
         "mismatched_bytes",
         "bad_ranges",
     ],
-    "filesystem": ["type", "label", "volume_id", "partition_offset", "partition_bytes"],
-    "payload": ["profile", "manifest_sha256", "files", "bytes", "verified"],
+    "sanitization": [
+        "standard",
+        "method",
+        "technique",
+        "verification",
+        "tool",
+        "tool_version",
+    ],
+    "filesystem": [
+        "type",
+        "footprint",
+        "label",
+        "volume_id",
+        "partition_offset",
+        "partition_bytes",
+    ],
+    "payload": [
+        "profile",
+        "audience",
+        "manifest_sha256",
+        "files",
+        "bytes",
+        "verified",
+        "choice",
+    ],
+    "speed": ["regions", "write_bytes_per_second", "read_bytes_per_second", "cliff"],
 }
 
 
@@ -188,26 +246,28 @@ def test_round_trip_verifies(tmp_path: Path, keys: StationKeys) -> None:
     assert verify(path, tmp_path / "state" / "station.pub").ok
 
 
-def test_line_schema_matches_design(tmp_path: Path, keys: StationKeys) -> None:
-    """A line's keys, top level and nested, are exactly DESIGN.md's, in its order."""
+def test_line_schema_is_schema_2_in_order(tmp_path: Path, keys: StationKeys) -> None:
+    """A line's keys, top level and nested, are exactly schema 2's, in docs/record.md's order."""
     path = tmp_path / "audit.jsonl"
     write_log(path, keys, 1)
     line = path.read_bytes().splitlines()[0]
     obj = json.loads(line)
-    assert list(obj) == DESIGN_KEYS[""] == list(RECORD_KEYS)
-    for section in ("device", "capacity", "wipe", "filesystem", "payload"):
-        assert list(obj[section]) == DESIGN_KEYS[section], section
+    assert list(obj) == SCHEMA2_KEYS[""] == list(RECORD_KEYS)
+    for section in SCHEMA2_KEYS:
+        if section:
+            assert list(obj[section]) == SCHEMA2_KEYS[section], section
     assert list(obj["stages"][0]) == ["name", "seconds", "bytes"]
-    assert obj["schema"] == 1 and obj["error"] is None
+    assert obj["schema"] == 2 and obj["type"] == "job" and obj["error"] is None
+    assert obj["day"] == obj["started_at"][:10]
     assert obj["wipe"]["bad_ranges"] == []
     assert len(obj["sig"]) == 128 and len(obj["prev"]) == 64
     assert line == canonical_bytes(obj)
     # an outside auditor needs no re-serialisation: the signed bytes are the line minus sig
     assert signing_message(obj) == line[: line.rindex(b',"sig":')] + b"}"
-    assert json.loads(make_record(0).model_dump_json())["schema"] == 1
+    assert json.loads(make_record(0).model_dump_json())["schema"] == 2
     assert "자유".encode() in line  # ensure_ascii=False: UTF-8, not \\u escapes
-    err = ErrorInfo(code="counterfeit", message="fake", stage="probe").model_dump()
-    assert list(err) == ["code", "message", "stage"]
+    err = ErrorInfo(code="refused", message="mounted", stage="admit", rule="mounted").model_dump()
+    assert list(err) == ["code", "message", "stage", "rule"]
 
 
 def test_append_accepts_dict_and_sets_prev_and_sig(tmp_path: Path, keys: StationKeys) -> None:
@@ -807,3 +867,83 @@ def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Pat
             StationKeys.load_or_create(mnt)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# --- schema 2: other record types, size classes ----------------------------------------
+
+
+def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: StationKeys) -> None:
+    """A key-rotation record chains and verifies like any line; reports see only jobs."""
+    log = AuditLog(tmp_path / "audit.jsonl", keys)
+    log.append(make_record(0))
+    now = utc_now_iso()
+    out = log.append(
+        KeyRotationRecord(
+            station="station-1",
+            version="0.1.0",
+            day=now[:10],
+            at=now,
+            old_key="ab" * 32,
+            new_key="cd" * 32,
+            new_key_fingerprint="ef" * 32,
+            reason="yearly rotation",
+        )
+    )
+    assert list(out)[:3] == ["schema", "type", "station"] and out["type"] == "key-rotation"
+    assert out["day"] == out["at"][:10]
+    log.append(make_record(1))
+    result = verify(log.path, keys.public_key)
+    assert result.ok and result.lines_checked == 3, result.summary()
+    assert [type(r).__name__ for r in iter_log(log.path)] == [
+        "JobRecord",
+        "KeyRotationRecord",
+        "JobRecord",
+    ]
+    assert [r.job_id for r in iter_records(log.path)] == ["job-00000", "job-00001"]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"schema": 3}, "unknown schema 3"),
+        ({"type": "inventory"}, "unknown record type 'inventory'"),
+        ({"day": "2026-03-09"}, "day 2026-03-09 is not the date of started_at"),
+        ({"sealed": "not base64!"}, "sealed"),
+        ({"wipe": {"free_space": "random"}}, "free_space"),
+        ({"sanitization": {"method": "purge"}}, "method"),
+    ],
+)
+def test_a_record_no_version_knows_is_refused_naming_why(
+    tmp_path: Path, keys: StationKeys, change: dict[str, Any], needle: str
+) -> None:
+    """An unknown schema or type, or a schema-2 field out of its domain, is refused by
+    append and named by verify at its line."""
+    log = AuditLog(tmp_path / "audit.jsonl", keys)
+    bad = make_record(0).to_json_dict() | change
+    del bad["prev"], bad["sig"]
+    with pytest.raises(AuditError, match=needle):
+        log.append(bad)
+    line = canonical_bytes(bad | {"prev": GENESIS, "sig": "00" * 64})
+    (tmp_path / "bad.jsonl").write_bytes(line + b"\n")
+    result = verify(tmp_path / "bad.jsonl", keys.public_key)
+    assert result.failure is not None and result.failure.line == 1
+    assert needle.split()[0] in result.failure.reason
+
+
+@given(st.integers(1, 1 << 52), st.integers(1, 1 << 52))
+def test_size_classes_are_coarse_and_ordered(a: int, b: int) -> None:
+    """A size class is a power of two of megabytes within a factor 1.5 of the size, and a
+    larger drive never gets a smaller class."""
+
+    def mb(label: str) -> int:
+        return int(label[:-1]) * {"M": 1, "G": 1 << 10, "T": 1 << 20}[label[-1]]
+
+    for n in (a, b):
+        got = mb(size_class(n))
+        assert got & (got - 1) == 0
+        if n >= 1_000_000:
+            assert n / 1e6 / 1.5 <= got <= n / 1e6 * 1.5, (n, size_class(n))
+    if a <= b:
+        assert mb(size_class(a)) <= mb(size_class(b))
+    assert size_class(16_000_000_000) == size_class(15_518_924_800) == "16G"
+    assert size_class(64 << 20) == "64M" and size_class(10**12) == "1T"

@@ -23,7 +23,7 @@ def _log_with(tmp_path: Path, n: int, serial: str | None = None) -> Path:
     for i in range(n):
         rec = interrupted_record(cfg, {"job_id": f"{i:032x}", "device": f"/dev/sd{i}"})
         if serial:
-            rec["device"]["serial_hmac"] = keys.serial_hmac(serial)
+            rec.device.serial_hmac = keys.serial_hmac(serial)
         log.append(rec)
     return cfg_path
 

@@ -1,4 +1,4 @@
-"""fdffd.audit: the job record schema and the tamper-evident audit log (DESIGN.md, 7)."""
+"""fdffd.audit: the record schema and the tamper-evident audit log (docs/record.md)."""
 
 from fdffd.audit.keys import StationKeys, load_public_key
 from fdffd.audit.log import (
@@ -6,38 +6,50 @@ from fdffd.audit.log import (
     AuditLog,
     VerifyFailure,
     VerifyResult,
+    iter_log,
     iter_records,
     quarantine_torn_tail,
     verify,
 )
 from fdffd.audit.record import (
+    VERDICTS,
     Capacity,
     DeviceInfo,
     ErrorInfo,
     FilesystemInfo,
     JobRecord,
+    KeyRotationRecord,
     PayloadInfo,
+    Sanitization,
     Stage,
+    Verdict,
     Wipe,
+    parse_record,
     utc_now_iso,
 )
 
 __all__ = [
     "GENESIS",
+    "VERDICTS",
     "AuditLog",
     "Capacity",
     "DeviceInfo",
     "ErrorInfo",
     "FilesystemInfo",
     "JobRecord",
+    "KeyRotationRecord",
     "PayloadInfo",
+    "Sanitization",
     "Stage",
     "StationKeys",
+    "Verdict",
     "VerifyFailure",
     "VerifyResult",
     "Wipe",
+    "iter_log",
     "iter_records",
     "load_public_key",
+    "parse_record",
     "quarantine_torn_tail",
     "utc_now_iso",
     "verify",

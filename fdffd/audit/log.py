@@ -1,8 +1,10 @@
-"""The tamper-evident audit log: one signed, hash-chained JSON line per job (DESIGN.md, 7).
+"""The tamper-evident audit log: one signed, hash-chained JSON line per record.
 
-Line format (schema 1)
-----------------------
-Each line is the canonical serialisation of a :class:`~fdffd.audit.record.JobRecord`::
+Line format
+-----------
+Each line is the canonical serialisation of one record (:mod:`fdffd.audit.record`: a job
+record or a key rotation, schema 2; lines of schema 1, :mod:`fdffd.audit.schema1`, written by
+older versions, keep verifying)::
 
     json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -52,7 +54,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from fdffd.audit.keys import StationKeys, load_public_key, verify_signature
-from fdffd.audit.record import SCHEMA_VERSION, JobRecord
+from fdffd.audit.record import (
+    JobRecord,
+    KeyRotationRecord,
+    LogRecord,
+    NewRecord,
+    RecordError,
+    as_job,
+    parse_record,
+)
 from fdffd.errors import AuditError, AuditVerifyError
 
 from ..fsutil import fsync_dir, write_all
@@ -95,8 +105,11 @@ class AuditLog:
         self.path = Path(path)
         self.keys = keys
 
-    def append(self, record: JobRecord | Mapping[str, Any]) -> dict[str, Any]:
-        """Chain, sign and durably append one job record; return it as written.
+    def append(self, record: NewRecord | Mapping[str, Any]) -> dict[str, Any]:
+        """Chain, sign and durably append one record; return it as written.
+
+        A plain mapping is read by its ``schema``: a schema-1 job record (kept in a job's
+        journal entry by an older version, before an upgrade) is appended as schema 1.
 
         Raises :class:`AuditError` when the record is invalid or already has ``prev``/``sig``,
         when the log's last line is torn or empty, or when the write fails (disk full under
@@ -162,18 +175,22 @@ class AuditLog:
             log.warning("audit.rollback_fsync_failed", path=str(self.path), error=exc.strerror)
 
 
-def _validated(path: Path, record: JobRecord | Mapping[str, Any]) -> dict[str, Any]:
+def _validated(path: Path, record: NewRecord | Mapping[str, Any]) -> dict[str, Any]:
     """The record as a plain dict in schema order, re-validated, without prev and sig."""
-    raw = record.to_json_dict() if isinstance(record, JobRecord) else dict(record)
+    raw = (
+        record.to_json_dict() if isinstance(record, JobRecord | KeyRotationRecord) else dict(record)
+    )
     try:
-        model = JobRecord.model_validate(raw)
+        model = parse_record(raw)
     except ValidationError as exc:
         raise AuditError(path=path, detail=f"invalid job record: {_first_error(exc)}") from exc
+    except RecordError as exc:
+        raise AuditError(path=path, detail=f"invalid record: {exc}") from exc
     if model.prev is not None or model.sig is not None:
+        what = f"job record {raw.get('job_id')}" if "job_id" in raw else "the record"
         raise AuditError(
             path=path,
-            detail=f"job record {model.job_id} already carries prev/sig: it was appended "
-            "before (the log sets them)",
+            detail=f"{what} already carries prev/sig: it was appended before (the log sets them)",
         )
     body = model.to_json_dict()
     del body["prev"], body["sig"]
@@ -450,7 +467,7 @@ def _check_line(line: bytes, key: Ed25519PublicKey, expected_prev: str, number: 
         )
 
 
-def _parse_line(line: bytes) -> JobRecord:
+def _parse_line(line: bytes) -> LogRecord:
     if not line:
         raise _LineError("empty line")
     try:
@@ -461,12 +478,12 @@ def _parse_line(line: bytes) -> JobRecord:
         raise _LineError(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(obj, dict):
         raise _LineError("not a JSON object")
-    if obj.get("schema") != SCHEMA_VERSION:
-        raise _LineError(f"unknown schema {obj.get('schema')!r} (expected {SCHEMA_VERSION})")
     try:
-        return JobRecord.model_validate(obj)
+        return parse_record(obj)
     except ValidationError as exc:
-        raise _LineError(f"does not match the job record schema: {_first_error(exc)}") from exc
+        raise _LineError(f"does not match the record schema: {_first_error(exc)}") from exc
+    except RecordError as exc:
+        raise _LineError(str(exc)) from exc
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -478,11 +495,22 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def iter_records(path: Path) -> Iterator[JobRecord]:
-    """The records of the log at ``path``, in order, without checking signatures or chain.
+    """The job records of the log at ``path``, in order, as schema 2 (schema-1 lines are
+    upgraded, :func:`~fdffd.audit.record.upgrade_v1`; key rotations are skipped), without
+    checking signatures or chain.
 
     For reporting; run :func:`verify` for proof.  A missing log yields nothing.  Raises
     :class:`AuditVerifyError` naming the line when a line is torn or not a valid record.
     """
+    for record in iter_log(path):
+        job = as_job(record)
+        if job is not None:
+            yield job
+
+
+def iter_log(path: Path) -> Iterator[LogRecord]:
+    """Every record of the log at ``path`` as it is stored (any schema, any type), in
+    order, without checking signatures or chain; errors as :func:`iter_records`."""
     path = Path(path)
     try:
         f = path.open("rb")

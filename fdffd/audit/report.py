@@ -7,9 +7,13 @@ Pure functions of the records: :func:`build_report` makes a JSON-ready dict,
 - ``counterfeit_rate``: jobs whose probe found a fake (``capacity.counterfeit``, whether the
   drive was then rejected or rescued) divided by ``probed``; null when nothing was probed.
 - speeds: per stage name, total bytes / total seconds over all jobs (aggregate throughput),
-  counting only stages that took time.
-- ``per_day``: by the UTC date of ``started_at``.  ``per_profile``: by payload profile
-  (``"-"`` for jobs without a payload).
+  counting only stages that took time and say their bytes.
+- ``per_day``: by the record's ``day`` (the UTC date the job started).  ``per_profile``: by
+  payload profile (``"-"`` for jobs without a payload).
+- ``not_wiped``: jobs whose drive was not wiped (``wiped`` false: refused, or did not finish).
+
+Records come as schema 2 (:func:`fdffd.audit.log.iter_records` upgrades schema-1 lines); a
+size left out of the clear (``None``) counts as 0.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ def _summary(records: list[JobRecord]) -> dict[str, Any]:
         "probed": len(probed),
         "counterfeit": counterfeit,
         "counterfeit_rate": (counterfeit / len(probed)) if probed else None,
-        "bytes_written": sum(r.wipe.bytes_written for r in records),
-        "verified_bytes": sum(r.wipe.verified_bytes for r in records),
-        "mismatched_bytes": sum(r.wipe.mismatched_bytes for r in records),
+        "not_wiped": sum(1 for r in records if not r.wiped),
+        "bytes_written": sum(r.wipe.bytes_written or 0 for r in records),
+        "verified_bytes": sum(r.wipe.verified_bytes or 0 for r in records),
+        "mismatched_bytes": sum(r.wipe.mismatched_bytes or 0 for r in records),
         "payload_bytes": sum(r.payload.bytes for r in records if r.payload is not None),
     }
 
@@ -50,19 +55,19 @@ def build_report(records: Iterable[JobRecord]) -> dict[str, Any]:
     stage_jobs: Counter[str] = Counter()
     for r in items:
         for s in r.stages:
-            if s.seconds > 0:
+            if s.seconds > 0 and s.bytes is not None:
                 stage_bytes[s.name] += s.bytes
                 stage_seconds[s.name] += s.seconds
                 stage_jobs[s.name] += 1
     by_day: dict[str, list[JobRecord]] = defaultdict(list)
     by_profile: dict[str, list[JobRecord]] = defaultdict(list)
     for r in items:
-        by_day[r.started_at[:10]].append(r)
+        by_day[r.day].append(r)
         by_profile[r.payload.profile if r.payload is not None else "-"].append(r)
     report = _summary(items)
     report["drives"] = len({r.device.serial_hmac for r in items if r.device.serial_hmac})
-    report["first_started_at"] = min((r.started_at for r in items), default=None)
-    report["last_finished_at"] = max((r.finished_at for r in items), default=None)
+    report["first_started_at"] = min((r.started_at for r in items if r.started_at), default=None)
+    report["last_finished_at"] = max((r.finished_at for r in items if r.finished_at), default=None)
     report["speeds"] = {
         name: {
             "jobs": stage_jobs[name],
@@ -100,6 +105,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"jobs: {report['jobs']}  (distinct drives by serial: {report['drives']})",
         f"period: {report['first_started_at'] or '-'} .. {report['last_finished_at'] or '-'}",
         f"verdicts: {_verdict_line(report['by_verdict'])}",
+        f"not wiped: {report['not_wiped']} (refused, or the job did not finish)",
         f"counterfeit: {report['counterfeit']} of {report['probed']} probed "
         f"({_rate(report['counterfeit_rate'])})",
         f"written: {_size(report['bytes_written'])}  verified: {_size(report['verified_bytes'])}"

@@ -21,7 +21,8 @@ from ..log import configure
 class Terminated(FdffdError):
     """terminated by signal {signum}"""
 
-    exit_code = 128 + 15
+    code = "terminated"
+    exit_code = ExitCode.TERMINATED
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -54,16 +55,16 @@ def _print_json(obj: Any) -> None:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from ..audit import AuditLog, StationKeys
-    from ..job.pipeline import run_job
+    from ..job.pipeline import process_path
 
     cfg = _config(args)
     make_state_dir(cfg.station.state_dir)
     keys = StationKeys.load_or_create(cfg.station.state_dir)
-    outcome = run_job(cfg, args.device, serial_hmac=keys.serial_hmac)
-    record = outcome.record
+    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
+    record = outcome.record.to_json_dict()
     code = outcome.exit_code
     try:
-        record = AuditLog(cfg.audit_log, keys).append(record)
+        record = AuditLog(cfg.audit_log, keys).append(outcome.record)
     except FdffdError as err:
         print(f"fdffctl: the job ended but its record could not be logged: {err}", file=sys.stderr)
         code = code or err.exit_code
@@ -82,7 +83,7 @@ def _print_summary(rec: dict[str, Any]) -> None:
     print(f"{rec['device']['path']}: {rec['verdict'].upper()}")
     if rec["error"]:
         print(f"  {rec['error']['message']}")
-    if cap["announced_bytes"]:
+    if cap["announced_bytes"] and cap["usable_bytes"] is not None:
         announced, usable = format_size(cap["announced_bytes"]), format_size(cap["usable_bytes"])
         line = f"  capacity: announced {announced}, usable {usable}"
         if cap["counterfeit"]:
@@ -91,10 +92,10 @@ def _print_summary(rec: dict[str, Any]) -> None:
     if wipe["bytes_written"]:
         print(
             f"  wiped {format_size(wipe['bytes_written'])} in {wipe['passes']} pass(es), "
-            f"verified {format_size(wipe['verified_bytes'])}, "
+            f"verified {format_size(wipe['verified_bytes'] or 0)}, "
             f"mismatched {wipe['mismatched_bytes']} bytes"
         )
-    for start, n in wipe["bad_ranges"][:10]:
+    for start, n in (wipe["bad_ranges"] or [])[:10]:
         print(f"  bad range: {start}+{n}")
     print(f"  job {rec['job_id']}")
 
@@ -484,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("fdffctl: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

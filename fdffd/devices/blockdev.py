@@ -1,4 +1,7 @@
-"""The one place that opens a drive and moves bytes to and from it.
+"""The real drive: an exclusively opened whole disk, and the bytes moved to and from it.
+
+:class:`BlockDevice` implements :class:`fdffd.devices.disk.Disk`, the seam every stage of a
+job goes through.
 
 A job holds its drive open ``O_RDWR | O_EXCL | O_DIRECT`` with ``flock(LOCK_EX)`` for
 its whole life: the kernel refuses the open if anything else holds the disk
@@ -18,11 +21,11 @@ import os
 import stat
 import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import DeviceIOError, DriveRemovedError, RefusedError
+from .disk import Geometry
 
 BLKROGET = 0x125E
 BLKSSZGET = 0x1268
@@ -56,14 +59,6 @@ def aligned_buffer(size: int, slack: int = 4096) -> mmap.mmap:
     """A page-aligned anonymous buffer of ``size + slack`` bytes (``O_DIRECT`` needs
     aligned memory; the slack is room the keyed generator writes past the end)."""
     return mmap.mmap(-1, size + slack)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    size_bytes: int
-    logical_sector: int
-    physical_sector: int
-    read_only: bool
 
 
 def _ioctl_int(fd: int, request: int, fmt: str) -> int:
@@ -203,6 +198,10 @@ class BlockDevice:
             os.fsync(self.fd)
         except OSError as err:
             raise self._error(err, 0) from err
+
+    def gone(self) -> bool:
+        """Whether the drive's device node has disappeared (the drive was pulled)."""
+        return not os.path.exists(self.path)
 
     def reread_partitions(self) -> None:
         """Ask the kernel to re-read the partition table (best effort)."""

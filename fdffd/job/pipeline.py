@@ -1,7 +1,16 @@
 """One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record.
 
-Whatever happens, ``run_job`` returns exactly one job record; the caller hands it to
-the audit log.  Every failure becomes a verdict and an ``error`` in the record.
+:func:`run_job` takes a drive that is already open (any :class:`~fdffd.devices.disk.Disk`:
+a real block device, or the test kit's in-memory disk) and the facts gathered about it.
+:func:`process_path` is the path-based job the station and ``fdffctl process`` run: it pins
+the payload profile, gathers the facts, asks the safety gate, and only then opens the drive
+read-write and calls the same job.
+
+Whatever happens, a job returns exactly one typed :class:`~fdffd.audit.record.JobRecord`,
+filled from the job's first line, and an exit code.  What the job finds goes into
+:class:`~fdffd.job.verdict.Findings`; an unexpected failure (I/O error, drive pulled, too
+slow, refused, cancelled) ends the job and becomes a finding too; the verdict is decided at
+the end by the pure :func:`~fdffd.job.verdict.decide`.
 """
 
 from __future__ import annotations
@@ -9,24 +18,41 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
+
+from pydantic import ValidationError
 
 from .. import __version__
-from ..audit.record import utc_now_iso
+from ..audit.record import (
+    Capacity,
+    CapacityKind,
+    DeviceInfo,
+    ErrorInfo,
+    FilesystemInfo,
+    FilesystemType,
+    JobRecord,
+    PayloadInfo,
+    Sanitization,
+    Stage,
+    Wipe,
+    size_class,
+    utc_now_iso,
+)
 from ..config import Config
 from ..devices.blockdev import BlockDevice, aligned_buffer
+from ..devices.disk import Disk
 from ..devices.facts import DeviceFacts, gather
 from ..errors import (
-    CounterfeitError,
-    DefectiveError,
     DeviceIOError,
+    ExitCode,
     FdffdError,
+    JobCrashedError,
     JobFailedError,
-    PayloadChangedError,
+    JobLostError,
     PayloadError,
     PayloadTooLargeError,
     RefusedError,
@@ -35,302 +61,330 @@ from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
 from ..payload.profiles import Profile, check_before_job, open_profile
-from ..sizes import format_size
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
-from .surface import Digests, FillPlan, PassResult, merge_ranges, verify_pass, write_pass
+from .surface import (
+    BAD_LIMIT,
+    Digests,
+    FillPlan,
+    PassResult,
+    merge_ranges,
+    verify_pass,
+    write_pass,
+)
+from .verdict import Findings, GaveUp, decide, exit_code_of
 
 #: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
 TAIL_MIN = 1 << 20
 
 StatusCallback = Callable[[str, int, int], None]  # stage, bytes done, bytes total
+SerialHmac = Callable[[str], str]
 
 
 @dataclass
 class JobOutcome:
-    record: dict[str, Any]
+    record: JobRecord
     exit_code: int
 
 
-@dataclass
+def new_record(config: Config, job_id: str, device: str, started: str) -> JobRecord:
+    """The record of a job that has just begun: it ends ``failed`` unless the job says more."""
+    return JobRecord(
+        job_id=job_id,
+        station=config.station.id,
+        version=__version__,
+        day=started[:10],
+        started_at=started,
+        finished_at=started,
+        verdict="failed",
+        wiped=False,
+        device=DeviceInfo(path=device, port="", bus="", vendor="", model=""),
+        capacity=Capacity(),
+        wipe=Wipe(pattern=PATTERN_NAME, passes=config.job.passes),
+    )
+
+
 class _Job:
-    config: Config
-    device: str
-    serial_hmac: Callable[[str], str] | None
-    status: StatusCallback | None
-    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    #: an error that ends the job only after the drive has been wiped (payload too large)
-    deferred: FdffdError | None = None
+    """One job's state: its typed record and what it found so far."""
+
+    def __init__(self, config: Config, device: str, status: StatusCallback | None) -> None:
+        self.config = config
+        self.status = status
+        self.job_id = uuid.uuid4().hex
+        self.record = new_record(config, self.job_id, device, utc_now_iso())
+        self.findings = Findings(device=device)
+        self.log: Any = get_logger(job_id=self.job_id, device=device)
+        self.t0 = time.monotonic()
 
     def stage(self, name: str, seconds: float, nbytes: int) -> None:
-        self.stages.append({"name": name, "seconds": round(seconds, 3), "bytes": nbytes})
+        self.record.stages.append(Stage(name=name, seconds=round(seconds, 3), bytes=nbytes))
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.status is not None:
+            self.status(stage, done, total)
+
+    def progress(self, stage: str, total: int) -> Callable[[int], None] | None:
+        if self.status is None:
+            return None
+        cb = self.status
+        return lambda done: cb(stage, done, total)
 
 
-def _base_record(job: _Job, started: str) -> dict[str, Any]:
-    return {
-        "schema": 1,
-        "job_id": job.job_id,
-        "station": job.config.station.id,
-        "version": __version__,
-        "started_at": started,
-        "finished_at": started,
-        "verdict": "failed",
-        "device": {
-            "path": job.device,
-            "port": "",
-            "bus": "",
-            "vendor": "",
-            "model": "",
-            "serial_hmac": None,
-            "announced_bytes": 0,
-            "logical_sector": 512,
-        },
-        "capacity": {
-            "announced_bytes": 0,
-            "usable_bytes": 0,
-            "counterfeit": False,
-            "kind": None,
-            "probe_seconds": 0.0,
-        },
-        "wipe": {
-            "pattern": PATTERN_NAME,
-            "passes": job.config.job.passes,
-            "bytes_written": 0,
-            "verified_bytes": 0,
-            "mismatched_bytes": 0,
-            "bad_ranges": [],
-        },
-        "filesystem": None,
-        "payload": None,
-        "stages": job.stages,
-        "error": None,
-    }
+# --- the two ways in --------------------------------------------------------------------
 
 
-def _identify(
-    rec: dict[str, Any],
+def run_job(
+    config: Config,
+    disk: Disk,
     facts: DeviceFacts,
-    dev: BlockDevice,
-    serial_hmac: Callable[[str], str] | None,
+    *,
+    payload: Profile | None = None,
+    serial_hmac: SerialHmac | None = None,
+    status: StatusCallback | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> JobOutcome:
+    """Run one whole job on ``disk``, an opened drive that passed the gate, described by
+    ``facts``; never raises for anything the drive does.
+
+    ``payload`` is the profile to image (pinned and checked by the caller), or None for a
+    wipe only.  ``status(stage, done, total)`` is called as the job goes; an exception it
+    raises (a cancellation) ends the job with that exception's verdict.  ``on_start(job_id)``
+    is called before the job touches anything."""
+    job = _Job(config, disk.path, status)
+
+    def body() -> None:
+        _begin(job, on_start)
+        _note_facts(job, facts)
+        _run_disk(job, disk, facts, payload, serial_hmac)
+
+    return _conclude(job, body)
+
+
+def process_path(
+    config: Config,
+    device: str,
+    *,
+    serial_hmac: SerialHmac | None = None,
+    status: StatusCallback | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> JobOutcome:
+    """Run one whole job on the drive at ``device`` (see :func:`run_job`): pin and check the
+    payload profile, gather the facts, ask the safety gate, and only then open the drive
+    read-write (``O_EXCL``, held for the whole job)."""
+    job = _Job(config, device, status)
+
+    def body() -> None:
+        _begin(job, on_start)
+        cfg = job.config
+        with ExitStack() as stack:
+            payload = _open_payload(job, stack)
+            facts = gather(
+                device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
+            )
+            _note_facts(job, facts)
+            refusal = evaluate(facts, cfg.drives)
+            if refusal:
+                raise RefusedError(refusal.detail, device=device, rule=refusal.rule, stage="admit")
+            dev = stack.enter_context(BlockDevice(device, stage="admit"))
+            _run_disk(job, dev, facts, payload, serial_hmac)
+
+    return _conclude(job, body)
+
+
+def interrupted_record(config: Config, entry: Mapping[str, Any]) -> JobRecord:
+    """The record of a job found in the journal on restart: it was running when the
+    daemon died, and nothing is known of how far it got."""
+    job_id = str(entry.get("job_id") or uuid.uuid4().hex)
+    device = str(entry.get("device") or "")
+    try:
+        rec = new_record(config, job_id, device, str(entry.get("started_at") or utc_now_iso()))
+    except ValidationError:  # a journal entry with a broken time: the job still gets a record
+        rec = new_record(config, job_id, device, utc_now_iso())
+    rec.device.port = str(entry.get("port") or "")
+    rec.verdict = "interrupted"
+    rec.error = ErrorInfo.of(JobLostError())
+    rec.finished_at = utc_now_iso()
+    return rec
+
+
+# --- the job's boundary ---------------------------------------------------------------
+
+
+def _begin(job: _Job, on_start: Callable[[str], None] | None) -> None:
+    if on_start is not None:
+        on_start(job.job_id)
+    job.t0 = time.monotonic()
+
+
+def _conclude(job: _Job, body: Callable[[], None]) -> JobOutcome:
+    """Run ``body``; whatever it raises becomes a finding; decide; finish the record."""
+    rec = job.record
+    job.log.info("job.started", station=job.config.station.id)
+    try:
+        body()
+    except FdffdError as err:
+        job.findings.failure = err
+    except Exception as err:
+        job.findings.failure = JobCrashedError(f"{type(err).__name__}: {err}")
+        job.log.exception("job.crashed", port=rec.device.port)
+    verdict, error = decide(job.findings, job.config.job.counterfeit)
+    rec.verdict = verdict
+    rec.wiped = job.findings.wiped
+    rec.error = None if error is None else ErrorInfo.of(error)
+    rec.finished_at = utc_now_iso()
+    if error is not None and not isinstance(error, JobCrashedError):
+        event = "gate.refused" if isinstance(error, RefusedError) else f"job.{verdict}"
+        job.log.warning(event, error=error.message, port=rec.device.port)
+    exit_code: ExitCode = exit_code_of(error)
+    job.log.info("job.finished", verdict=verdict, exit_code=int(exit_code), port=rec.device.port)
+    return JobOutcome(rec, int(exit_code))
+
+
+def _open_payload(job: _Job, stack: ExitStack) -> Profile | None:
+    """The job's profile, pinned for the whole job (its version is resolved once)."""
+    cfg = job.config
+    if not cfg.job.profile:
+        return None
+    payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
+    try:
+        check_before_job(payload)
+    except PayloadError as err:  # changed since its manifest: the job fails (exit 5)
+        raise JobFailedError(err.message, device=job.record.device.path, stage="admit") from None
+    return payload
+
+
+def _note_facts(job: _Job, facts: DeviceFacts) -> None:
+    """What the gate saw, recorded before it decides (a refusal's record names the drive)."""
+    dev = job.record.device
+    dev.port = facts.port
+    dev.bus = facts.bus
+    dev.vendor = facts.vendor
+    dev.model = facts.model
+    dev.announced_bytes = facts.size_bytes
+
+
+def _run_disk(
+    job: _Job,
+    disk: Disk,
+    facts: DeviceFacts,
+    payload: Profile | None,
+    serial_hmac: SerialHmac | None,
 ) -> None:
-    rec["device"].update(
+    job.stage("admit", time.monotonic() - job.t0, 0)
+    _identify(job, facts, disk, serial_hmac)
+    job.log = job.log.bind(port=facts.port)
+    job.log.info(
+        "job.identified",
+        vendor=facts.vendor,
+        model=facts.model,
+        announced=disk.size,
+        diskseq=facts.diskseq,
+    )
+    _process(job, disk, payload)
+
+
+def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac | None) -> None:
+    rec = job.record
+    rec.device = DeviceInfo(
+        path=rec.device.path,
         port=facts.port,
         bus=facts.bus,
         vendor=facts.vendor,
         model=facts.model,
         serial_hmac=serial_hmac(facts.serial) if (serial_hmac and facts.serial) else None,
-        announced_bytes=dev.size,
-        logical_sector=dev.geometry.logical_sector,
+        announced_bytes=disk.size,
+        logical_sector=disk.geometry.logical_sector,
     )
-    rec["capacity"]["announced_bytes"] = dev.size
-    rec["capacity"]["usable_bytes"] = dev.size
-
-
-def lost_tail(bad: list[tuple[int, int]], end: int) -> int | None:
-    """Start of a mismatching tail that runs to ``end`` (capacity the drive does not have)."""
-    if not bad:
-        return None
-    start, n = bad[-1]
-    if start + n >= end and n >= min(TAIL_MIN, end // 100):
-        return start
-    return None
-
-
-def run_job(
-    config: Config,
-    device: str,
-    *,
-    serial_hmac: Callable[[str], str] | None = None,
-    status: StatusCallback | None = None,
-    on_start: Callable[[str], None] | None = None,
-) -> JobOutcome:
-    """Run one whole job on ``device``; never raises for anything the drive does.
-
-    ``status(stage, done, total)`` is called as the job goes; an exception it raises (a
-    cancellation) ends the job with that exception's verdict.  ``on_start(job_id)`` is
-    called before the job touches anything (the station journals the job there)."""
-    job = _Job(config, device, serial_hmac, status)
-    rec = _base_record(job, utc_now_iso())
-    log = get_logger(job_id=job.job_id, device=device)
-    log.info("job.started", station=config.station.id)
-    exit_code = 0
-    try:
-        if on_start is not None:
-            on_start(job.job_id)
-        rec["verdict"] = _run(job, rec, log)
-    except FdffdError as err:
-        rec["verdict"] = err.verdict
-        rec["error"] = {"code": err.code, "message": err.message, "stage": err.fields.get("stage")}
-        exit_code = err.exit_code
-        event = "gate.refused" if isinstance(err, RefusedError) else f"job.{err.verdict}"
-        log.warning(event, error=err.message, port=rec["device"]["port"])
-    except Exception as err:
-        rec["verdict"] = "failed"
-        rec["error"] = {
-            "code": "internal",
-            "message": f"{type(err).__name__}: {err}",
-            "stage": None,
-        }
-        exit_code = JobFailedError.exit_code
-        log.exception("job.crashed", port=rec["device"]["port"])
-    rec["finished_at"] = utc_now_iso()
-    log.info(
-        "job.finished", verdict=rec["verdict"], exit_code=exit_code, port=rec["device"]["port"]
+    rec.capacity = Capacity(
+        announced_bytes=disk.size,
+        announced_class=size_class(disk.size),
+        usable_bytes=disk.size,
+        usable_class=size_class(disk.size),
     )
-    return JobOutcome(rec, exit_code)
-
-
-def _run(job: _Job, rec: dict[str, Any], log: Any) -> str:
-    cfg = job.config
-    t0 = time.monotonic()
-    with ExitStack() as stack:
-        payload = None
-        if cfg.job.profile:
-            # the profile version is resolved once, and held, for the whole job
-            payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
-            try:
-                check_before_job(payload)
-            except PayloadError as err:  # changed since its manifest: the job fails (exit 5)
-                raise JobFailedError(err.message, device=job.device, stage="admit") from None
-        facts = gather(
-            job.device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
-        )
-        refusal = evaluate(facts, cfg.drives)
-        rec["device"].update(
-            port=facts.port,
-            bus=facts.bus,
-            vendor=facts.vendor,
-            model=facts.model,
-            announced_bytes=facts.size_bytes,
-        )
-        if refusal:
-            raise RefusedError(refusal.detail, device=job.device, rule=refusal.rule, stage="admit")
-        dev = stack.enter_context(BlockDevice(job.device, stage="admit"))
-        job.stage("admit", time.monotonic() - t0, 0)
-        _identify(rec, facts, dev, job.serial_hmac)
-        log = log.bind(port=facts.port)
-        log.info(
-            "job.identified",
-            vendor=facts.vendor,
-            model=facts.model,
-            announced=dev.size,
-            diskseq=facts.diskseq,
-        )
-        return _process(job, rec, dev, payload, log)
-
-
-def _status(job: _Job, stage: str, done: int, total: int) -> None:
-    if job.status is not None:
-        job.status(stage, done, total)
-
-
-def interrupted_record(config: Config, entry: dict[str, Any]) -> dict[str, Any]:
-    """The record of a job found in the journal on restart: it was running when the
-    daemon died, and nothing is known of how far it got."""
-    job = _Job(
-        config,
-        str(entry.get("device") or ""),
-        None,
-        None,
-        job_id=str(entry.get("job_id") or uuid.uuid4().hex),
+    rec.sanitization = Sanitization(
+        verification="full-read-back" if job.config.job.verify == "full" else "none",
+        tool_version=__version__,
     )
-    rec = _base_record(job, str(entry.get("started_at") or utc_now_iso()))
-    rec["device"]["port"] = str(entry.get("port") or "")
-    rec["verdict"] = "interrupted"
-    rec["finished_at"] = utc_now_iso()
-    rec["error"] = {
-        "code": "interrupted",
-        "message": "the station stopped during this job (found in the job journal on "
-        "restart); the drive was not finished: plug it in again",
-        "stage": None,
-    }
-    return rec
+    job.findings.announced_bytes = job.findings.usable_bytes = disk.size
 
 
-def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
-    if job.status is None:
-        return None
-    cb = job.status
-    return lambda done: cb(stage, done, total)
+# --- the stages -------------------------------------------------------------------------
 
 
-def _process(
-    job: _Job, rec: dict[str, Any], dev: BlockDevice, payload: Profile | None, log: Any
-) -> str:
+def _process(job: _Job, disk: Disk, payload: Profile | None) -> None:
     cfg = job.config
     key = new_job_key()
-    sector = dev.geometry.logical_sector
+    sector = disk.geometry.logical_sector
     chunk = max(sector, cfg.job.chunk - cfg.job.chunk % sector)
-
-    # probe -----------------------------------------------------------------------------
-    dev.stage = "probe"
-    _status(job, "probe", 0, dev.size)
-    probe: ProbeResult = probe_capacity(dev, key, flush_bytes=cfg.job.probe_cache_flush)
-    job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
-    usable = probe.usable_bytes - probe.usable_bytes % sector
-    _set_capacity(rec, usable, probe.kind, probe.seconds)
-    if probe.counterfeit:
-        log.warning(
-            "probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind
-        )
-    else:
-        log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
-    image_it = payload is not None and not (probe.counterfeit and cfg.job.counterfeit == "reject")
-
-    # wipe passes, the image pass, verify -------------------------------------------------
-    image = _image_surface(job, rec, payload if image_it else None, usable, key, sector, log)
+    probe, usable = _probe(job, disk, key, sector)
+    reject = cfg.job.counterfeit == "reject"
+    image = _image_surface(
+        job, None if probe.counterfeit and reject else payload, usable, key, sector
+    )
     try:
-        written, bad = _surface(job, rec, dev, key, usable, chunk, image, log, first=0)
-        real = capacity_from_verify(bad, image.aliases, usable)
+        written, bad, done = _surface(job, disk, key, usable, chunk, image, first=0)
+        real = capacity_from_verify(bad, image.aliases, usable) if done else None
         if real is not None:
             # The verify pass found capacity the probe missed (an alias onto an unprobed
             # spot, a cache larger than the probe's flush).  Every byte of real flash has
             # been overwritten already; write and verify the last pass again inside it.
             kind = "wraparound" if image.aliases else (probe.kind or "unknown")
-            log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
+            job.log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
             usable = real - real % sector
-            _set_capacity(rec, usable, kind, probe.seconds)
-            if cfg.job.counterfeit == "reject":
-                payload = None
+            _set_capacity(job, usable, kind, probe.seconds)
             image.close()
-            image = _image_surface(job, rec, payload, usable, key, sector, log)
-            more, bad = _surface(
-                job, rec, dev, key, usable, chunk, image, log, first=cfg.job.passes - 1
+            image = _image_surface(job, None if reject else payload, usable, key, sector)
+            more, bad, done = _surface(
+                job, disk, key, usable, chunk, image, first=cfg.job.passes - 1
             )
             written += more
     finally:
         image.close()
-    rec["wipe"]["bytes_written"] = written
-    rec["wipe"]["bad_ranges"] = [[s, n] for s, n in bad]
+    job.record.wipe.bytes_written = written
+    job.record.wipe.bad_ranges = list(bad)
+    job.findings.bad_ranges = list(bad)
+    if done:  # a drive that turned read-only or failed too much stops before this
+        job.findings.surface_done = True
+        _finish(job, disk, image)
 
-    # finish ------------------------------------------------------------------------------
-    dev.stage = "finish"
-    _status(job, "finish", 0, 0)
+
+def _probe(job: _Job, disk: Disk, key: bytes, sector: int) -> tuple[ProbeResult, int]:
+    disk.stage = "probe"
+    job.report("probe", 0, disk.size)
+    probe = probe_capacity(disk, key, flush_bytes=job.config.job.probe_cache_flush)
+    job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
+    usable = probe.usable_bytes - probe.usable_bytes % sector
+    _set_capacity(job, usable, probe.kind, probe.seconds)
+    if probe.counterfeit:
+        job.log.warning(
+            "probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind
+        )
+    else:
+        job.log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
+    return probe, usable
+
+
+def _finish(job: _Job, disk: Disk, image: FillPlan) -> None:
+    disk.stage = "finish"
+    job.report("finish", 0, 0)
     t = time.monotonic()
-    dev.flush()
+    disk.flush()
     if isinstance(image, ImageSurface):
-        dev.reread_partitions()
+        disk.reread_partitions()
     job.stage("finish", time.monotonic() - t, 0)
-    _payload_outcome(rec, image, dev.path, log)
-    return _verdict(job, rec, bad, dev.path)
+    _payload_outcome(job, image)
 
 
 def _image_surface(
-    job: _Job,
-    rec: dict[str, Any],
-    payload: Profile | None,
-    usable: int,
-    key: bytes,
-    sector: int,
-    log: Any,
+    job: _Job, payload: Profile | None, usable: int, key: bytes, sector: int
 ) -> FillPlan:
     """What the last pass writes: the image of the payload, or keyed fill when there is
     none (no profile, a rejected counterfeit, or a payload that does not fit)."""
     fill = FillPlan(Pattern(key, "image"), granule=sector)
-    rec["filesystem"] = None
-    rec["payload"] = None
+    rec = job.record
+    rec.filesystem = None
+    rec.payload = None
     if payload is None:
         return fill
     cfg = job.config
@@ -346,62 +400,56 @@ def _image_surface(
         )
     except PayloadTooLargeError as err:
         # the drive is still wiped and verified; the job fails at the end with both sizes
-        job.deferred = err
-        log.warning("image.payload_too_large", error=err.message)
+        job.findings.payload_too_large = (int(err.fields["needed"]), int(err.fields["available"]))
+        job.log.warning("image.payload_too_large", error=err.message)
         return fill
-    rec["filesystem"] = {
-        "type": plan.fs_type,
-        "label": plan.volume.label,
-        "volume_id": plan.volume_id_text,
-        "partition_offset": plan.partition.partition_offset,
-        "partition_bytes": plan.partition.partition_bytes,
-    }
-    rec["payload"] = {
-        "profile": payload.name,
-        "manifest_sha256": payload.manifest_sha256,
-        "files": len(payload.manifest.files),
-        "bytes": payload.total_bytes,
-        "verified": False,
-    }
-    log.info(
+    rec.filesystem = FilesystemInfo(
+        type=cast("FilesystemType", plan.fs_type),
+        label=plan.volume.label,
+        volume_id=plan.volume_id_text,
+        partition_offset=plan.partition.partition_offset,
+        partition_bytes=plan.partition.partition_bytes,
+    )
+    rec.payload = PayloadInfo(
+        profile=payload.name,
+        manifest_sha256=payload.manifest_sha256,
+        files=len(payload.manifest.files),
+        bytes=payload.total_bytes,
+        verified=False,
+    )
+    job.log.info(
         "image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes
     )
     return ImageSurface(plan, Pattern(key, "image"), payload.manifest.files, granule=sector)
 
 
-def _payload_outcome(rec: dict[str, Any], image: FillPlan, path: str, log: Any) -> None:
-    if not isinstance(image, ImageSurface) or not rec["wipe"]["verified_bytes"]:
+def _payload_outcome(job: _Job, image: FillPlan) -> None:
+    rec = job.record
+    if not isinstance(image, ImageSurface) or rec.payload is None or not rec.wipe.verified_bytes:
         return  # without a verify pass nothing is proven: payload.verified stays false
-    bad = [(s, n) for s, n in rec["wipe"]["bad_ranges"]]
-    changed, damaged = image.split_damage(bad)
-    rec["payload"]["verified"] = not (changed or damaged)
-    if changed:
-        raise PayloadChangedError(path=changed[0], count=len(changed), stage="verify")
-    if damaged:
-        raise DefectiveError(
-            f"{len(damaged)} payload file(s) read back wrong, e.g. {damaged[0]!r}",
-            device=path,
-            stage="verify",
-        )
-    log.info("payload.verified", files=rec["payload"]["files"])
+    changed, damaged = image.split_damage(job.findings.bad_ranges)
+    rec.payload.verified = not (changed or damaged)
+    job.findings.payload_changed = changed
+    job.findings.payload_damaged = damaged
+    if rec.payload.verified:
+        job.log.info("payload.verified", files=rec.payload.files)
 
 
 def _surface(
     job: _Job,
-    rec: dict[str, Any],
-    dev: BlockDevice,
+    disk: Disk,
     key: bytes,
     usable: int,
     chunk: int,
     image: FillPlan,
-    log: Any,
     *,
     first: int,
-) -> tuple[int, list[tuple[int, int]]]:
+) -> tuple[int, list[tuple[int, int]], bool]:
     """Passes ``first`` .. ``passes-1`` over ``[0, usable)`` (the last writes ``image``),
-    then the verify pass."""
+    then the verify pass.  Returns the bytes written, the bad ranges, and whether every
+    pass ran to the end (not when the drive turned read-only or failed too much)."""
     cfg = job.config
-    sector = dev.geometry.logical_sector
+    sector = disk.geometry.logical_sector
     passes = cfg.job.passes
     written = 0
     bad: list[tuple[int, int]] = []
@@ -409,70 +457,108 @@ def _surface(
     for i in range(first, passes):
         last = i == passes - 1
         name = "image" if last else f"wipe-{i + 1}"
-        dev.stage = name
-        _status(job, name, 0, usable)
         plan = image if last else FillPlan(Pattern(key, name), granule=sector)
-        try:
-            res = write_pass(
-                dev,
-                plan,
-                0,
-                usable,
-                chunk=chunk,
-                sector=sector,
-                progress=_report(job, name, usable),
-                digests=digests if last else None,
-            )
-        except DeviceIOError as err:
-            offset = int(err.fields.get("offset") or 0)
-            if _turned_read_only(dev, offset):
-                raise DefectiveError(
-                    f"it turned read-only during {name}: writes fail, reads still work (worn-out "
-                    "flash does this); it cannot be wiped, so it must not leave the station",
-                    device=dev.path,
-                    stage=name,
-                ) from None
-            raise
+        res = _write(job, disk, plan, name, usable, chunk, digests if last else None)
+        if res is None:
+            return written, merge_ranges(bad), False
         written += res.bytes_done
         bad.extend(res.bad_ranges)
         job.stage(name, res.seconds, res.bytes_done)
-        log.info("pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes)
+        if res.gave_up:
+            job.findings.gave_up = GaveUp(name, BAD_LIMIT)
+            return written, merge_ranges(bad), False
+        job.log.info(
+            "pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes
+        )
     if cfg.job.verify == "full":
-        dev.stage = "verify"
-        _status(job, "verify", 0, usable)
-        vres: PassResult = verify_pass(
-            dev,
-            image,
+        vres = _verify(job, disk, image, usable, chunk, digests)
+        bad.extend(vres.bad_ranges)
+        if vres.gave_up:
+            job.findings.gave_up = GaveUp("verify", BAD_LIMIT)
+            return written, merge_ranges(bad), False
+    return written, merge_ranges(bad), True
+
+
+def _write(
+    job: _Job,
+    disk: Disk,
+    plan: FillPlan,
+    name: str,
+    usable: int,
+    chunk: int,
+    digests: Digests | None,
+) -> PassResult | None:
+    """One write pass; None when the drive turned read-only during it (a finding)."""
+    disk.stage = name
+    job.report(name, 0, usable)
+    try:
+        return write_pass(
+            disk,
+            plan,
             0,
             usable,
             chunk=chunk,
-            sector=sector,
-            progress=_report(job, "verify", usable),
+            sector=disk.geometry.logical_sector,
+            progress=job.progress(name, usable),
             digests=digests,
         )
-        job.stage("verify", vres.seconds, vres.bytes_done)
-        rec["wipe"]["verified_bytes"] = vres.bytes_done
-        rec["wipe"]["mismatched_bytes"] = vres.bad_bytes
-        bad.extend(vres.bad_ranges)
-        log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
-    return written, merge_ranges(bad)
+    except DeviceIOError as err:
+        if _turned_read_only(disk, int(err.fields.get("offset") or 0)):
+            job.findings.read_only = name
+            return None
+        raise
 
 
-def _turned_read_only(dev: BlockDevice, offset: int) -> bool:
+def _verify(
+    job: _Job, disk: Disk, image: FillPlan, usable: int, chunk: int, digests: Digests
+) -> PassResult:
+    disk.stage = "verify"
+    job.report("verify", 0, usable)
+    vres = verify_pass(
+        disk,
+        image,
+        0,
+        usable,
+        chunk=chunk,
+        sector=disk.geometry.logical_sector,
+        progress=job.progress("verify", usable),
+        digests=digests,
+    )
+    job.stage("verify", vres.seconds, vres.bytes_done)
+    job.record.wipe.verified_bytes = vres.bytes_done
+    job.record.wipe.mismatched_bytes = vres.bad_bytes
+    job.log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
+    return vres
+
+
+def _turned_read_only(disk: Disk, offset: int) -> bool:
     """After writes stopped working at ``offset``: whether the drive still reads there and
     refuses to write back the very bytes it read (so nothing changes on it)."""
-    sector = dev.geometry.logical_sector
+    sector = disk.geometry.logical_sector
     at = offset - offset % sector
     buf = memoryview(aligned_buffer(max(sector, 4096)))[:sector]
     try:
-        dev.pread(buf, at)
+        disk.pread(buf, at)
     except FdffdError:
         return False
     try:
-        dev.pwrite(buf, at)
+        disk.pwrite(buf, at)
     except FdffdError:
         return True
     return False
+
+
+# --- capacity ---------------------------------------------------------------------------
+
+
+def lost_tail(bad: list[tuple[int, int]], end: int) -> int | None:
+    """Start of a mismatching tail that runs to ``end`` (capacity the drive does not have)."""
+    if not bad:
+        return None
+    start, n = bad[-1]
+    if start + n >= end and n >= min(TAIL_MIN, end // 100):
+        return start
+    return None
 
 
 def capacity_from_verify(
@@ -485,38 +571,18 @@ def capacity_from_verify(
     return lost_tail(bad, usable)
 
 
-def _set_capacity(rec: dict[str, Any], usable: int, kind: str | None, seconds: float) -> None:
-    cap = rec["capacity"]
-    cap["usable_bytes"] = usable
-    cap["counterfeit"] = usable < cap["announced_bytes"]
-    cap["kind"] = kind if cap["counterfeit"] else None
-    if seconds:
-        cap["probe_seconds"] = round(seconds, 3)
-
-
-def _size_text(n: int) -> str:
-    return f"{format_size(n)} ({n} bytes)"
-
-
-def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: str) -> str:
-    cap = rec["capacity"]
-    if bad:
-        total = sum(n for _, n in bad)
-        raise DefectiveError(
-            f"{format_size(total)} of bad flash in {len(bad)} range(s) inside the real capacity",
-            device=path,
-            stage="verify",
-        )
-    if cap["counterfeit"] and job.config.job.counterfeit == "reject":
-        raise CounterfeitError(
-            f"{cap['kind']}; its real capacity was wiped and verified",
-            device=path,
-            announced=_size_text(cap["announced_bytes"]),
-            usable=_size_text(cap["usable_bytes"]),
-            stage="verify",
-        )
-    if job.deferred is not None:
-        raise job.deferred
-    if cap["counterfeit"]:
-        return "rescued"
-    return "ok"
+def _set_capacity(job: _Job, usable: int, kind: str | None, seconds: float) -> None:
+    old = job.record.capacity
+    announced = old.announced_bytes or 0
+    counterfeit = usable < announced
+    job.record.capacity = Capacity(
+        announced_bytes=announced,
+        announced_class=old.announced_class,
+        usable_bytes=usable,
+        usable_class=size_class(usable),
+        counterfeit=counterfeit,
+        kind=cast("CapacityKind | None", kind if counterfeit else None),
+        probe_seconds=round(seconds, 3) if seconds else old.probe_seconds,
+    )
+    job.findings.usable_bytes = usable
+    job.findings.kind = job.record.capacity.kind

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..devices.blockdev import aligned_buffer
+from ..devices.disk import Disk
 from ..errors import DeviceIOError
 from ..pattern import SLACK, Pattern
 
@@ -37,16 +37,6 @@ FANOUT = 16
 ROUND0_LINEAR = 64
 #: the flush region is written in pieces of this size (few large requests)
 FLUSH_PIECE = 4 << 20
-
-
-class Disk(Protocol):
-    """What the probe needs of a drive (``BlockDevice`` has it)."""
-
-    @property
-    def size(self) -> int: ...
-    def pread(self, buf: memoryview, offset: int) -> None: ...
-    def pwrite(self, buf: memoryview, offset: int) -> None: ...
-    def flush(self) -> None: ...
 
 
 @dataclass
@@ -200,7 +190,7 @@ def probe_capacity(
             if first_bad_flush == 0:
                 raise DeviceIOError(
                     "the drive keeps no data at all (every probe block fails)",
-                    device=getattr(disk, "path", "?"),
+                    device=disk.path,
                     stage="probe",
                     offset=0,
                 )

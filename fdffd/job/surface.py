@@ -6,13 +6,14 @@ Writing and verifying walk the same plan, in large aligned ``O_DIRECT`` chunks. 
 requests stay on the drive at once (the next is queued while the drive serves one) while
 another thread renders the chunks ahead or this one checks the chunk read last, so the
 drive never waits for the CPU.  An I/O error splits its chunk into smaller pieces
-down to single sectors, so bad flash becomes exact ``bad_ranges``.
+down to single sectors, so bad flash becomes exact ``bad_ranges``.  When more than
+``bad_limit`` bytes fail I/O the pass stops and says so (``PassResult.gave_up``): a finding
+for the job's verdict, not an exception.  A drive that stops answering, or is pulled, raises.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
 import queue
 import threading
 import time
@@ -26,7 +27,8 @@ from typing import Protocol
 import xxhash
 
 from ..devices.blockdev import aligned_buffer
-from ..errors import DefectiveError, DeviceIOError, DriveRemovedError
+from ..devices.disk import Disk
+from ..errors import DeviceIOError, DriveRemovedError
 from ..pattern import SLACK, Pattern, first_mismatch, mismatch_ranges
 
 Progress = Callable[[int], None]  # bytes done so far in this pass
@@ -36,6 +38,8 @@ _MIN_PIECES = 16
 #: it never idles between requests (USB UAS queues them; a loop device runs them on its
 #: workers)
 INFLIGHT = 2
+#: I/O failures a pass accepts before it gives up on the drive (bytes)
+BAD_LIMIT = 64 << 20
 
 
 class Plan(Protocol):
@@ -58,14 +62,6 @@ class Plan(Protocol):
     def observe(self, got: memoryview, offset: int, length: int) -> None:
         """See a chunk read back that is known to be intact (payload hashing)."""
         ...
-
-
-class Disk(Protocol):
-    path: str
-
-    def pread(self, buf: memoryview, offset: int) -> None: ...
-    def pwrite(self, buf: memoryview, offset: int) -> None: ...
-    def flush(self) -> None: ...
 
 
 class FillPlan:
@@ -116,6 +112,8 @@ class PassResult:
     bytes_done: int = 0
     bad_ranges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
+    #: more than the pass's ``bad_limit`` bytes failed I/O: it stopped early
+    gave_up: bool = False
 
     @property
     def bad_bytes(self) -> int:
@@ -219,12 +217,16 @@ def _requests(inflight: int) -> Iterator[ThreadPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _TooManyBad(Exception):
+    """More than the budget of bad bytes: the pass stops (caught in the pass)."""
+
+
 class _BadBudget:
     """Limits what bad flash may cost, and tells a dying drive from bad sectors: when
-    every piece of two chunks in a row fails, the drive has stopped responding."""
+    every piece of two chunks in a row fails, the drive has stopped responding (or is gone)."""
 
-    def __init__(self, device: str, limit: int) -> None:
-        self.device = device
+    def __init__(self, disk: Disk, limit: int) -> None:
+        self.disk = disk
         self.limit = limit
         self.used = 0
         self.dead_chunks = 0
@@ -232,18 +234,16 @@ class _BadBudget:
     def spend(self, n: int) -> None:
         self.used += n
         if self.used > self.limit:
-            raise DefectiveError(
-                f"more than {self.limit} bytes fail I/O; giving up on the drive", device=self.device
-            )
+            raise _TooManyBad
 
     def chunk_done(self, offset: int, all_failed: bool, stage: str) -> None:
         self.dead_chunks = self.dead_chunks + 1 if all_failed else 0
         if self.dead_chunks >= 2:
-            if not os.path.exists(self.device):
-                raise DriveRemovedError(device=self.device, stage=stage)
+            if self.disk.gone():
+                raise DriveRemovedError(device=self.disk.path, stage=stage)
             raise DeviceIOError(
                 "the drive stopped responding (every I/O fails)",
-                device=self.device,
+                device=self.disk.path,
                 stage=stage,
                 offset=offset,
             )
@@ -321,17 +321,17 @@ def write_pass(
     chunk: int,
     sector: int,
     progress: Progress | None = None,
-    bad_limit: int = 64 << 20,
+    bad_limit: int = BAD_LIMIT,
     digests: Digests | None = None,
     inflight: int | None = None,
 ) -> PassResult:
-    """Write ``plan`` over ``[start, end)`` and flush the drive's cache.
+    """Write ``plan`` over ``[start, end)`` and flush the drive's cache (not when it gave up).
 
     One thread renders (and, with ``digests``, hashes) chunks ahead while up to
     ``inflight`` writes are on the drive; chunks complete, and are counted, in order."""
     result = PassResult()
-    budget = _BadBudget(disk.path, bad_limit)
-    stage = getattr(disk, "stage", "write")
+    budget = _BadBudget(disk, bad_limit)
+    stage = disk.stage
     inflight = inflight or INFLIGHT
     chunks = list(_chunks(start, end, chunk))
     t0 = time.monotonic()
@@ -368,9 +368,12 @@ def write_pass(
                 pending.append((fut, buf, note, off, n))
             while pending:
                 finish(pending.popleft())
+    except _TooManyBad:
+        result.gave_up = True
     finally:
         renderer.close()
-    disk.flush()
+    if not result.gave_up:
+        disk.flush()
     result.bad_ranges = merge_ranges(result.bad_ranges)
     result.seconds = time.monotonic() - t0
     return result
@@ -385,7 +388,7 @@ def verify_pass(
     chunk: int,
     sector: int,
     progress: Progress | None = None,
-    bad_limit: int = 64 << 20,
+    bad_limit: int = BAD_LIMIT,
     digests: Digests | None = None,
     inflight: int | None = None,
 ) -> PassResult:
@@ -398,8 +401,8 @@ def verify_pass(
     Without digests every chunk's expectation is rendered ahead in its own thread and
     compared."""
     result = PassResult()
-    budget = _BadBudget(disk.path, bad_limit)
-    stage = getattr(disk, "stage", "verify")
+    budget = _BadBudget(disk, bad_limit)
+    stage = disk.stage
     inflight = inflight or INFLIGHT
     chunks = list(_chunks(start, end, chunk))
     scratch: list[memoryview] = []
@@ -455,6 +458,8 @@ def verify_pass(
                     lost = _split_io(disk.pread, buf, off, n, sector, budget, stage)
                 check(buf, lost, off, n)
                 free.append(buf)
+    except _TooManyBad:
+        result.gave_up = True
     finally:
         if expecter is not None:
             expecter.close()

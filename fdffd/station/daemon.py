@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from ..audit import StationKeys
+from ..audit import VERDICTS, StationKeys
 from ..config import Config
 from ..errors import UsageError
 from ..fsutil import make_state_dir
@@ -29,7 +29,7 @@ def status_line(status: dict[str, Any]) -> str:
     if t["queued"]:
         parts.append(f"{t['queued']} queued")
     parts.append(f"{t['done']} done")
-    for verdict in ("counterfeit", "defective", "failed", "refused", "interrupted"):
+    for verdict in VERDICTS[2:]:  # the ones that are not a finished drive
         if t["by_verdict"].get(verdict):
             parts.append(f"{t['by_verdict'][verdict]} {verdict}")
     if t.get("unrecorded"):

@@ -5,7 +5,7 @@
   pulled and plugged in again gets a new one and is a new insertion.  Which insertions have
   been handled is kept in the state dir (with the boot id), so a daemon restart does not
   start over on a finished drive that is still plugged in.
-- Each job runs in its own thread and catches everything for itself (``run_job`` never
+- Each job runs in its own thread and catches everything for itself (a job never
   raises for a drive); a failing or slow drive never holds the others back.
 - A job's drive disappearing cancels it (verdict ``failed``, drive removed); a drive that
   stays below ``job.min_speed`` for ``job.slow_window`` seconds is failed as too slow;
@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import __version__
-from ..audit import AuditLog, JobRecord, StationKeys, utc_now_iso
+from ..audit import AuditLog, ErrorInfo, StationKeys, parse_record, utc_now_iso
 from ..config import Config
 from ..errors import (
     DriveRemovedError,
@@ -41,7 +41,7 @@ from ..errors import (
     JobFailedError,
     TooSlowError,
 )
-from ..job.pipeline import interrupted_record, run_job
+from ..job.pipeline import interrupted_record, process_path
 from ..log import get_logger
 from ..sizes import format_size
 from .hotplug import DiskEvent
@@ -206,20 +206,23 @@ class Station:
         """The record, or, when it does not validate (a bug), a valid ``failed`` record of the
         job saying so: waiting for the log, an invalid record would hold back all after it."""
         try:
-            JobRecord.model_validate(rec)
-        except ValidationError as err:
-            first = err.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
+            parse_record(rec)  # a record kept by an older version may be schema 1
+        except (ValidationError, ValueError) as err:
+            if isinstance(err, ValidationError):
+                first = err.errors(include_url=False, include_input=False)[0]
+                where = ".".join(str(p) for p in first["loc"]) or "record"
+                why = f"{where}: {first['msg']}"
+            else:
+                why = str(err)
             self.log.critical("audit.record_invalid", job_id=job_id, error=str(err), record=rec)
             fallback = interrupted_record(self.cfg, {**entry, "job_id": job_id})
-            fallback["verdict"] = "failed"
-            fallback["error"] = {
-                "code": "internal",
-                "message": f"the job's record did not validate ({where}: {first['msg']}); "
+            fallback.verdict = "failed"
+            fallback.error = ErrorInfo(
+                code="internal",
+                message=f"the job's record did not validate ({why}); "
                 "the daemon's log has it in full",
-                "stage": None,
-            }
-            return fallback
+            )
+            return fallback.to_json_dict()
         return rec
 
     def retry_pending(self) -> int:
@@ -270,7 +273,7 @@ class Station:
             if isinstance(kept, dict) and kept.get("job_id") == job_id:
                 finished, rec = True, dict(kept)
             else:
-                finished, rec = False, interrupted_record(self.cfg, entry)
+                finished, rec = False, interrupted_record(self.cfg, entry).to_json_dict()
             entry = {k: v for k, v in entry.items() if k not in ("record", "job_id")}
             self._record(job_id, rec, entry)
             if entry.get("insertion") and entry.get("boot_id") == self.boot:
@@ -363,15 +366,17 @@ class Station:
     def _job(self, ins: Insertion) -> None:
         run = self.running[ins.ev.name]
         outcome = None
+        rec: dict[str, Any] | None = None
         try:
-            outcome = run_job(
+            outcome = process_path(
                 self.cfg,
                 ins.ev.device,
                 serial_hmac=self.keys.serial_hmac,
                 status=lambda stage, done, total: self._progress(run, stage, done, total),
                 on_start=lambda job_id: self._begin(run, job_id),
             )
-            self._record(outcome.record["job_id"], outcome.record, run.entry)
+            rec = outcome.record.to_json_dict()
+            self._record(outcome.record.job_id, rec, run.entry)
         finally:
             with self.lock:
                 del self.running[ins.ev.name]
@@ -379,15 +384,15 @@ class Station:
                 port.state = "idle"
                 port.stage = port.percent = port.speed_bps = port.eta_seconds = None
                 port.job_id = None
-                if outcome is not None:
-                    port.last = _last(outcome.record)
-                    self._count(outcome.record)
+                if rec is not None:
+                    port.last = _last(rec)
+                    self._count(rec)
                 self._start_jobs()
                 self.idle.notify_all()
         if (
             outcome is not None
             and self.cfg.job.power_off
-            and outcome.record["verdict"] in ("ok", "rescued")
+            and outcome.record.verdict in ("ok", "rescued")
         ):
             self._power_off(ins.ev.device)
 
@@ -539,10 +544,14 @@ class Station:
 
 
 def _last(rec: dict[str, Any]) -> dict[str, str]:
+    """The port's last job, for the view: the error's code and the gate's rule say what
+    happened (no guessing from the message's words)."""
     err = rec.get("error") or {}
     return {
         "verdict": rec["verdict"],
         "message": str(err.get("message", "")),
-        "finished_at": rec["finished_at"],
+        "code": str(err.get("code") or ""),
+        "rule": str(err.get("rule") or ""),
+        "finished_at": str(rec.get("finished_at") or ""),
         "job_id": rec["job_id"],
     }

@@ -29,11 +29,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from fdffd.audit.record import VERDICTS as VERDICTS  # the one list; each has WORDS
 from fdffd.sizes import format_size
 from fdffd.station.status import port_name
-
-VERDICTS = ("ok", "rescued", "counterfeit", "defective", "failed", "refused", "interrupted")
-"""The record verdicts (docs/pipeline.md); every one has words in :data:`WORDS`."""
 
 COLOURS = ("green", "red", "yellow", "cyan", "dim", "bold", "plain")
 """The colour names the renderers use; a terminal without colours maps them to attributes."""

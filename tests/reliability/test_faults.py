@@ -324,7 +324,7 @@ def test_a_record_that_does_not_validate_holds_back_no_other(tmp_path: Path, tal
     bad = {"job_id": "a" * 32, "verdict": "ok", "no such field": 1}
     assert core._record("a" * 32, bad, entry)
     after = interrupted_record(cfg, {**entry, "job_id": "b" * 32})
-    assert core._record("b" * 32, after, entry)
+    assert core._record("b" * 32, after.to_json_dict(), entry)
     assert core.retry_pending() == 0
     recs = [json.loads(line) for line in core.audit.path.read_text().splitlines()]
     assert [r["job_id"] for r in recs] == ["a" * 32, "b" * 32]
