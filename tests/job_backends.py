@@ -1,6 +1,6 @@
 """Drives for the job's contract suite, on two backends with one interface.
 
-- ``memory``: the in-memory disk (fdffd_testkit.memdisk, in testkit/): no root, no devices, milliseconds.
+- ``memory``: the in-memory disk (``fdffd_testkit.memdisk``): no root, no devices, milliseconds.
 - ``loop``: a FUSE fake behind a real loop device, opened as the station opens it
   (``BlockDevice``), with its facts gathered from the system (needs root).
 
@@ -24,7 +24,6 @@ from fdffd.devices.facts import DeviceFacts, gather
 from fdffd.job.gate import evaluate
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.markers import MAGIC, find_markers, marker_block, write_markers
-
 from fdffd_testkit.memdisk import PAGE, MemDisk
 
 MiB = 1 << 20
