@@ -193,7 +193,7 @@ def _forget_empty_profile(pdir: Path) -> None:
     shutil.rmtree(pdir, ignore_errors=True)
 
 
-def _publish(
+def publish_version(
     payload_dir: Path,
     name: str,
     fill: Fill,
@@ -351,7 +351,7 @@ def import_directory(
         return locked_publish(
             payload_dir,
             name,
-            lambda: _publish(payload_dir, name, fill, policy=policy, keep_same_tree=True),
+            lambda: publish_version(payload_dir, name, fill, policy=policy, keep_same_tree=True),
         )
     finally:
         os.close(root_fd)

@@ -226,6 +226,41 @@ def check_signature(
     return SignatureStatus(signature.key, trusted)
 
 
+def check_version_signature(
+    vdir: Path, version: str, trust: Trust, *, profile: str
+) -> SignatureStatus:
+    """The signature rule applied to a stored version ``vdir``: its ``manifest.json``
+    (which must still hash to ``version``) and its ``signature.json``, if any.
+    ``PayloadError`` naming the file and the reason."""
+    manifest_path = vdir / "manifest.json"
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as err:
+        raise PayloadError(
+            f"cannot read manifest {manifest_path}: {err.strerror}", profile=profile
+        ) from None
+    if hashlib.sha256(raw).hexdigest() != version:
+        raise PayloadError(
+            f"manifest {manifest_path} was changed after import (its SHA-256 is not its "
+            "version id)",
+            profile=profile,
+        )
+    sig_path = vdir / SIGNATURE_FILE
+    try:
+        sig_raw = sig_path.read_bytes()
+    except FileNotFoundError:
+        signature = None
+    except OSError as err:
+        raise PayloadError(
+            f"cannot read signature {sig_path}: {err.strerror}", profile=profile
+        ) from None
+    else:
+        signature = parse_signature(sig_raw, where=str(sig_path), profile=profile)
+    return check_signature(
+        raw, signature, trust, where=f"manifest {manifest_path}", profile=profile
+    )
+
+
 # --- curators' keys ---------------------------------------------------------------------
 
 
