@@ -75,7 +75,8 @@ def format_exported(result: ExportResult) -> str:
     return "\n".join(
         [
             f"wrote bundle {r.path}: profile '{r.profile}', version {r.manifest_sha256}",
-            f"  {_count(r.files, 'file')}, {format_size(r.bytes)}, {r.signature.describe()}",
+            f"  {_count(r.files, 'file')}, {format_size(r.bytes)}, "
+            + (f"signed by key {r.signature.key}" if r.signature.key else "not signed"),
         ]
     )
 
