@@ -201,9 +201,8 @@ def test_reimport_is_unchanged_and_adds_a_signature(
     assert not first.signature.signed
     vdir = store / "films" / "versions" / first.manifest.manifest_sha256
     assert not (vdir / SIGNATURE_FILE).exists()
-    with pytest.raises(PayloadError, match="is not signed"):
-        with open_profile(store, "films") as p:
-            check_before_job(p, settings(curator))
+    with pytest.raises(PayloadError, match="is not signed"), open_profile(store, "films") as p:
+        check_before_job(p, settings(curator))
     second = import_bundle(store, bundle, policy=trusting(curator))
     assert second.manifest.manifest_sha256 == first.manifest.manifest_sha256
     assert (vdir / SIGNATURE_FILE).exists()
@@ -222,7 +221,8 @@ def _flip_last(data: bytes) -> bytes:
 def _edit_manifest(data: bytes) -> bytes:
     m = json.loads(data)
     m["created_at"] = "2026-03-01T12:00:01Z"
-    return (json.dumps(m, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    text = json.dumps(m, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return (text + "\n").encode()
 
 
 def _edit_signature(data: bytes) -> bytes:
@@ -434,7 +434,7 @@ def test_check_before_job_applies_the_signature_rule(
     import_bundle(station_b, bundle, policy=trusting(curator))
     with open_profile(station_b, "films") as p:
         check_before_job(p, settings(curator))
-        with pytest.raises(PayloadError, match="not in payload.trusted_keys"):
+        with pytest.raises(PayloadError, match=r"not in payload\.trusted_keys"):
             check_before_job(p, settings(Ed25519PrivateKey.generate()))
         sig = p.root / SIGNATURE_FILE
         good = sig.read_bytes()
@@ -502,7 +502,8 @@ def test_cli_keygen_export_import(tmp_path: Path, station_a: Path) -> None:
         (tmp_path / d).mkdir(exist_ok=True)
     a_cfg = write_config(tmp_path / "a", station={"payload_dir": str(station_a)})
     out = tmp_path / "films.fdffd"
-    run = fdffctl("payload", "export", "films", str(out), "--sign", str(key), "--config", str(a_cfg))
+    export = ("payload", "export", "films", str(out), "--sign", str(key), "--config", str(a_cfg))
+    run = fdffctl(*export)
     assert run.code == 0, run.stderr
     assert f"signed by key {printed}" in run.stdout
 
@@ -524,7 +525,7 @@ def test_cli_keygen_export_import(tmp_path: Path, station_a: Path) -> None:
     assert not (tmp_path / "c" / "payloads").exists()
 
     key.chmod(0o644)
-    run = fdffctl("payload", "export", "films", str(out), "--sign", str(key), "--config", str(a_cfg))
+    run = fdffctl(*export)
     assert run.code == 2 and "can be read by others" in run.stderr
 
 
@@ -567,7 +568,7 @@ def test_export_refuses_a_changed_profile(tmp_path: Path, station_a: Path) -> No
         victim.chmod(0o644)
         victim.write_bytes(b"READ ME FIRST")
     out = tmp_path / "x.fdffd"
-    with pytest.raises(PayloadError, match="README.txt' of the stored version differs"):
+    with pytest.raises(PayloadError, match=r"README\.txt' of the stored version differs"):
         export_bundle(station_a, "films", out)
     assert not out.exists() and not list(tmp_path.glob(".x.fdffd.*"))
     assert hash_file(victim)[0] == 13
