@@ -254,7 +254,15 @@ class SourceReader:
             try:
                 fd = os.open(parts[i], _DIR_FLAGS, dir_fd=parent)
             except OSError as err:
-                raise self._dir_replaced(rel, _replaced(err)) from None
+                what = _replaced(err)
+                try:  # O_DIRECTORY says ENOTDIR for a symbolic link: say which it is
+                    if stat.S_ISLNK(
+                        os.stat(parts[i], dir_fd=parent, follow_symlinks=False).st_mode
+                    ):
+                        what = "it is now a symbolic link"
+                except OSError:
+                    pass
+                raise self._dir_replaced(rel, what) from None
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != self.dirs.get(rel):
                 os.close(fd)
