@@ -572,3 +572,18 @@ def test_export_refuses_a_changed_profile(tmp_path: Path, station_a: Path) -> No
         export_bundle(station_a, "films", out)
     assert not out.exists() and not list(tmp_path.glob(".x.fdffd.*"))
     assert hash_file(victim)[0] == 13
+
+
+def test_bundle_metadata_is_checked(tmp_path: Path, station_b: Path) -> None:
+    """A bundle's files pass the metadata rule of the importing station, as a directory's."""
+    from .payload_util import JPEG, exiftool_write, need_exiftool
+
+    need_exiftool()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(JPEG)
+    exiftool_write(photo, "-GPSLatitude=39.0392", "-GPSLatitudeRef=N")
+    bad = _unsigned_bundle(tmp_path / "gps.fdffd", {"photo.jpg": photo.read_bytes()})
+    msg = refused(station_b, bad, ImportPolicy())
+    assert "  - photo.jpg: " in msg and "GPS:GPSLatitude = '39.0392' (place)" in msg
+    result = import_bundle(station_b, bad, policy=ImportPolicy(metadata="warn"))
+    assert {f.tag for f in result.findings} >= {"GPS:GPSLatitude", "GPS:GPSLatitudeRef"}

@@ -1,17 +1,22 @@
-"""Importing a directory tree as a new version of a profile (``fdffctl payload add``).
+"""Importing a directory tree as a new version of a profile (``fdffctl payload add``), and
+the publishing a bundle import shares (``fdffd.payload.bundle``).
 
-``add_profile`` scans and plans (``fdffd.payload.source``), copies the plan into a staging
-directory beside the versions, hashing each file in the same read (``fdffd.payload.digest``),
-writes the manifest, renames the staging directory to ``versions/<sha256>`` and only then
-switches ``current``.  A refusal or a failure at any step leaves nothing behind: the profile
-as it was stays current and no half-copied version is kept.
+``import_directory`` (``add_profile`` returns just its manifest) scans and plans
+(``fdffd.payload.source``), copies the plan into a staging directory beside the versions,
+reading each file through a handle proved to be the scanned one (``SourceReader``) and
+hashing it in the same read (``fdffd.payload.digest``), checks the staged files' metadata
+(``fdffd.payload.metadata``), writes the manifest, renames the staging directory to
+``versions/<sha256>`` and only then switches ``current``.  A refusal or a failure at any step
+leaves nothing behind: the profile as it was stays current and no half-copied version is kept.
 
 Import refuses, with the path and the reason: names FAT or exFAT cannot hold
 (``fdffd.imaging.names``), names that collide once normalised to NFC, symbolic links, special
-files, unreadable files or directories, files the operating system leaves behind
-(``.DS_Store``, ``Thumbs.db``, ...), a source without files, and on ``filesystem = "fat32"``
-files of 4 GiB or more.  Names not in NFC are normalised to NFC (macOS writes Hangul
-decomposed).  Every problem found is reported at once.
+files, unreadable files or directories, files systems and programs leave behind
+(``fdffd.payload.junk``), a source without files, on ``filesystem = "fat32"`` files of 4 GiB
+or more, files whose metadata names people, places, devices or dates (by policy), a source
+changed between the scan and the copy, and, on a station that requires signed content, any
+directory.  Names not in NFC are normalised to NFC (macOS writes Hangul decomposed).  Every
+problem the plan finds is reported at once.
 """
 
 from __future__ import annotations
