@@ -99,9 +99,10 @@ def path_problem(profile: str, path: Path | str, detail: str) -> PayloadError:
 
 
 def _entry_of(
-    path: Path, rel: str, st: os.stat_result, profile: str, dir_fd: int
+    path: Path, rel: str, st: os.stat_result, profile: str, dir_fd: int, name: str
 ) -> SourceEntry | PayloadError:
-    """The entry for one scanned item, or the reason it cannot be imported."""
+    """The entry for one scanned item (``name`` in the directory ``dir_fd``), or the reason
+    it cannot be imported."""
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         return path_problem(
@@ -113,7 +114,7 @@ def _entry_of(
     if stat.S_ISDIR(mode):
         return SourceEntry(rel, True, dev=st.st_dev, ino=st.st_ino)
     if stat.S_ISREG(mode):
-        if not os.access(path.name, os.R_OK, dir_fd=dir_fd):
+        if not os.access(name, os.R_OK, dir_fd=dir_fd):
             return path_problem(
                 profile, path, "cannot be read (permission denied); fix its permissions"
             )
@@ -165,7 +166,7 @@ class _Scan:
             except OSError as err:
                 self.problem(path, f"cannot stat: {err.strerror}")
                 continue
-            found = _entry_of(path, r, st, self.profile, fd)
+            found = _entry_of(path, r, st, self.profile, fd, item.name)
             if isinstance(found, PayloadError):
                 self.problems.append(found)
                 continue
@@ -327,8 +328,8 @@ def _name_problem(
         return path_problem(
             profile,
             src / nfc,
-            f"is {junk}: left behind by a system or a program, it is not content and may "
-            "tell a reader about the computer or the person it came from: delete it",
+            f"is {junk}, which a system or a program leaves behind; it is not content and "
+            "may tell a reader about the computer or the person it came from: delete it",
         )
     try:
         check_component(name, nfc)
