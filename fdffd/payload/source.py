@@ -179,7 +179,7 @@ class _Scan:
         try:
             sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
         except OSError as err:
-            self.problem(path, f"cannot open this directory: {err.strerror}")
+            self.problem(path, f"cannot read this directory: {err.strerror}")
             return
         try:
             st = os.fstat(sub)
