@@ -47,7 +47,7 @@ from .importer import (
     make_dirs,
     publish_version,
 )
-from .manifest import Manifest, parse_manifest
+from .manifest import FileRecord, Manifest, parse_manifest
 from .policy import ImportPolicy
 from .signing import (
     SIGNATURE_FILE,
@@ -112,7 +112,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(_member(name, len(data)), io.BytesIO(data))
 
 
-def _add_file(tar: tarfile.TarFile, root: Path, rec: Any, profile: str) -> None:
+def _add_file(tar: tarfile.TarFile, root: Path, rec: FileRecord, profile: str) -> None:
     """Add one stored file, checking on the way that it is what the manifest says."""
     problem = f"file '{rec.path}' of the stored version"
     try:
