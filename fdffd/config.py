@@ -6,6 +6,8 @@ and its default is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import tomllib
 from pathlib import Path
@@ -171,10 +173,55 @@ class JobSection(_Section):
         return profile
 
 
+def _trusted_key(entry: str) -> str:
+    """An absolute path to a public key file, or the base64 of a raw Ed25519 public key."""
+    if entry.startswith("/"):
+        _path(entry)
+        return entry
+    try:
+        raw = base64.b64decode(entry, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            f"{entry[:60]!r} is neither an absolute path to a public key file nor the base64 "
+            "of a 32-byte Ed25519 public key (what `fdffctl payload keygen` prints)"
+        )
+    return entry
+
+
+class PayloadSection(_Section):
+    """Signed content and import hygiene (docs/payload.md)."""
+
+    #: curators' Ed25519 public keys: paths to key files, or base64 of the raw 32 bytes
+    trusted_keys: list[str] = []
+    #: refuse to import or use a profile not signed by one of ``trusted_keys``
+    require_signed: bool = False
+    #: what an import does with files whose metadata names people, places, devices or dates
+    metadata: Literal["refuse", "warn"] = "refuse"
+    #: tags accepted anyway (``Tag`` or ``Group:Tag`` as ExifTool names them)
+    metadata_allow: list[str] = []
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        return [_trusted_key(k) for k in keys]
+
+    @model_validator(mode="after")
+    def _signed_needs_keys(self) -> PayloadSection:
+        if self.require_signed and not self.trusted_keys:
+            raise ValueError(
+                "require_signed = true needs at least one curator key in trusted_keys "
+                "(otherwise no profile could ever be imported or used)"
+            )
+        return self
+
+
 class Config(_Section):
     station: StationSection = StationSection()
     drives: DrivesSection = DrivesSection()
     job: JobSection = JobSection()
+    payload: PayloadSection = PayloadSection()
 
     @property
     def audit_log(self) -> Path:

@@ -359,7 +359,8 @@ def test_unreadable_file_leaves_no_trace(
     real_open = os.open
 
     def deny(path: str | Path, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
-        if str(path) == str(src / "b.txt"):
+        # the copy opens each file by name, relative to its directory's descriptor
+        if str(path) == "b.txt" and dir_fd is not None:
             raise PermissionError(13, "Permission denied")
         return real_open(path, flags, mode, dir_fd=dir_fd)
 
@@ -376,9 +377,9 @@ def test_unreadable_file_is_refused_before_copying(
     (src / "a.txt").chmod(0)
     if os.geteuid() == 0:  # root reads anything: let access() answer as for anyone else
         real_access = os.access
-        monkeypatch.setattr(
-            os, "access", lambda p, m: m != os.R_OK and real_access(p, m)
-            if str(p) == str(src / "a.txt") else real_access(p, m),
+        monkeypatch.setattr(  # the scan asks by name, relative to the directory's descriptor
+            os, "access", lambda p, m, **kw: m != os.R_OK and real_access(p, m, **kw)
+            if str(p) == "a.txt" else real_access(p, m, **kw),
         )
     assert "cannot be read" in refused(store, src)
 

@@ -174,19 +174,72 @@ def cmd_watch(args: argparse.Namespace) -> int:
 # --- payload ---------------------------------------------------------------------------
 
 
-def cmd_payload_add(args: argparse.Namespace) -> int:
-    from ..payload import add_profile
-    from .payload_text import format_added, manifest_summary
+def _payload_setup(cfg: Config) -> Any:
+    """The station's import policy; the state dir made (0700) if the payloads are in it."""
+    from ..payload import ImportPolicy
 
-    cfg = _config(args)
     payload_dir, state_dir = cfg.station.payload_dir, cfg.station.state_dir
     if state_dir == payload_dir or state_dir in payload_dir.parents:
         make_state_dir(state_dir)  # 0700, as the unit makes it, whoever is first
-    manifest = add_profile(payload_dir, args.name, Path(args.src), filesystem=cfg.job.filesystem)
+    return ImportPolicy.from_settings(cfg.payload)
+
+
+def _print_imported(args: argparse.Namespace, result: Any) -> int:
+    from .payload_text import format_imported, import_summary
+
     if args.json:
-        _print_json(manifest_summary(manifest))
+        _print_json(import_summary(result))
     else:
-        print(format_added(manifest))
+        print(format_imported(result))
+    return ExitCode.OK
+
+
+def cmd_payload_add(args: argparse.Namespace) -> int:
+    from ..payload import import_directory
+
+    cfg = _config(args)
+    policy = _payload_setup(cfg)
+    result = import_directory(
+        cfg.station.payload_dir,
+        args.name,
+        Path(args.src),
+        filesystem=cfg.job.filesystem,
+        policy=policy,
+    )
+    return _print_imported(args, result)
+
+
+def cmd_payload_import(args: argparse.Namespace) -> int:
+    from ..payload import import_bundle
+
+    cfg = _config(args)
+    policy = _payload_setup(cfg)
+    result = import_bundle(
+        cfg.station.payload_dir, Path(args.bundle), filesystem=cfg.job.filesystem, policy=policy
+    )
+    return _print_imported(args, result)
+
+
+def cmd_payload_export(args: argparse.Namespace) -> int:
+    from ..payload import export_bundle, load_private_key
+    from .payload_text import format_exported
+
+    cfg = _config(args)
+    key = load_private_key(Path(args.sign)) if args.sign else None
+    result = export_bundle(
+        cfg.station.payload_dir, args.name, Path(args.out), key=key, version=args.version
+    )
+    print(format_exported(result))
+    return ExitCode.OK
+
+
+def cmd_payload_keygen(args: argparse.Namespace) -> int:
+    from ..payload import generate_key
+    from ..payload.signing import key_text
+    from .payload_text import format_keygen
+
+    public = generate_key(Path(args.keyfile))
+    print(format_keygen(Path(args.keyfile), key_text(public)))
     return ExitCode.OK
 
 
@@ -206,11 +259,12 @@ def cmd_payload_list(args: argparse.Namespace) -> int:
 
 
 def cmd_payload_verify(args: argparse.Namespace) -> int:
-    from ..payload import verify_profile
+    from ..payload import Trust, verify_profile
     from .payload_text import format_verify
 
     cfg = _config(args)
-    report = verify_profile(cfg.station.payload_dir, args.name)
+    trust = Trust.from_settings(cfg.payload)
+    report = verify_profile(cfg.station.payload_dir, args.name, trust=trust)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -392,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS")
     sp.set_defaults(func=cmd_watch)
 
-    payload = sub.add_parser("payload", help="import, list, verify or prune payload profiles")
+    payload = sub.add_parser(
+        "payload", help="import, export, list, verify or prune payload profiles"
+    )
     psub = payload.add_subparsers(dest="payload_command", required=True, metavar="SUBCOMMAND")
     sp = psub.add_parser(
         "add", parents=[common, reporting], help="import SRC_DIR as a new version of profile NAME"
@@ -400,6 +456,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("src", metavar="SRC_DIR")
     sp.set_defaults(func=cmd_payload_add)
+    sp = psub.add_parser(
+        "import", parents=[common, reporting], help="import a bundle (as payload export wrote it)"
+    )
+    sp.add_argument("bundle", metavar="BUNDLE")
+    sp.set_defaults(func=cmd_payload_import)
+    sp = psub.add_parser(
+        "export", parents=[common], help="write profile NAME to one bundle file OUT"
+    )
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("out", metavar="OUT")
+    sp.add_argument("--sign", metavar="KEYFILE", help="sign with this curator key (PEM)")
+    sp.add_argument("--version", metavar="SHA256", help="this version, not the current one")
+    sp.set_defaults(func=cmd_payload_export)
+    sp = psub.add_parser("keygen", help="make a curator signing key KEYFILE (and KEYFILE.pub)")
+    sp.add_argument("keyfile", metavar="KEYFILE")
+    sp.set_defaults(func=cmd_payload_keygen)
     sp = psub.add_parser(
         "list", parents=[common, reporting], help="every profile and its current version"
     )

@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
     try:
         config = load_config(path)
+        # trusted curator keys load; with payload.require_signed, the profile is signed
+        from ..payload.policy import check_station_content
+
+        check_station_content(config)
     except FdffdError as err:
         print(f"fdffd: {err}", file=sys.stderr)
         return err.exit_code

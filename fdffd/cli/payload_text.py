@@ -1,5 +1,6 @@
-"""What ``fdffctl payload add|list|verify|prune`` print: plain text for operators, and the
-short summary ``payload add --json`` prints instead of the whole manifest."""
+"""What ``fdffctl payload add|import|export|keygen|list|verify|prune`` print: plain text for
+operators, and the short summary ``payload add --json`` prints instead of the whole
+manifest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..payload import Manifest, ProfileInfo, PruneReport, VerifyReport
+from ..payload import (
+    ExportResult,
+    ImportResult,
+    Manifest,
+    ProfileInfo,
+    PruneReport,
+    VerifyReport,
+)
+from ..payload.metadata import findings_message
 from ..sizes import format_size
 
 
@@ -38,6 +47,50 @@ def format_added(manifest: Manifest) -> str:
     if m.has_file_of_4gib_or_more:
         lines.append('  holds a file of 4 GiB or more: drives get exFAT (filesystem = "auto")')
     return "\n".join(lines)
+
+
+def import_summary(result: ImportResult) -> dict[str, Any]:
+    """What ``payload add --json`` and ``payload import --json`` print."""
+    return {
+        **manifest_summary(result.manifest),
+        "unchanged": result.unchanged,
+        "signed_by": result.signature.key,
+        "trusted": result.signature.trusted,
+        "metadata_found": [{"path": f.path, "tag": f.tag, "kind": f.kind} for f in result.findings],
+    }
+
+
+def format_imported(result: ImportResult) -> str:
+    lines = [format_added(result.manifest)]
+    if result.unchanged:
+        lines[0] = lines[0].replace("imported profile", "profile", 1) + " (unchanged: same files)"
+    lines.append(f"  {result.signature.describe()}")
+    if result.findings:
+        lines.append("warning: " + findings_message(result.findings, refused=False))
+    return "\n".join(lines)
+
+
+def format_exported(result: ExportResult) -> str:
+    r = result
+    return "\n".join(
+        [
+            f"wrote bundle {r.path}: profile '{r.profile}', version {r.manifest_sha256}",
+            f"  {_count(r.files, 'file')}, {format_size(r.bytes)}, "
+            + (f"signed by key {r.signature.key}" if r.signature.key else "not signed"),
+        ]
+    )
+
+
+def format_keygen(path: Path, public_key: str) -> str:
+    return "\n".join(
+        [
+            f"wrote signing key {path} (keep it offline; anyone holding it can sign content)",
+            f"and its public key {path}.pub",
+            "stations that trust this curator list the key in their config:",
+            "  [payload]",
+            f'  trusted_keys = ["{public_key}"]',
+        ]
+    )
 
 
 def format_list(infos: Sequence[ProfileInfo], payload_dir: Path | None = None) -> str:
@@ -79,8 +132,10 @@ def format_verify(report: VerifyReport) -> str:
         f"{format_size(r.bytes_checked)} checked"
     )
     if r.ok:
-        return f"{head}\nclean: every file and directory matches the manifest"
+        return f"{head}, {r.signature}\nclean: every file and directory matches the manifest"
     lines = [head]
+    if not r.signature_ok:
+        lines.append(f"  signature: {r.signature}")
     lines += [f"  changed: {c.path}: {c.detail}" for c in r.changed]
     lines += [f"  missing file: {p}" for p in r.missing_files]
     lines += [f"  extra file: {p}" for p in r.extra_files]

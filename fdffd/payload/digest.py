@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 
@@ -96,3 +96,30 @@ def hash_file(path: Path) -> tuple[int, str]:
         return st.st_size, stream(fd, st.st_size, None)[0]
     finally:
         os.close(fd)
+
+
+class Readable(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+
+def copy_from(reader: Readable, size: int, out: int) -> tuple[str, str]:
+    """(SHA-256, BLAKE3) of the next ``size`` bytes of ``reader`` (a stream, such as a
+    bundle's member), written to ``out`` from its start; runs of zeros a chunk long are
+    left as holes.  Raises ``SourceChanged`` when the stream ends early."""
+    hashes = (hashlib.sha256(), blake3.blake3())
+    pos = 0
+    while pos < size:
+        chunk = reader.read(min(_CHUNK, size - pos))
+        n = len(chunk)
+        if not n:
+            raise SourceChanged(f"it ended at byte {pos} of {size}")
+        for h in hashes:
+            h.update(chunk)
+        if chunk != _ZEROS[:n]:
+            view = memoryview(chunk)
+            done = 0
+            while done < n:
+                done += os.pwrite(out, view[done:], pos + done)
+        pos += n
+    os.ftruncate(out, size)
+    return hashes[0].hexdigest(), hashes[1].hexdigest()

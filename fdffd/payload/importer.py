@@ -1,26 +1,32 @@
-"""Importing a directory tree as a new version of a profile (``fdffctl payload add``).
+"""Importing a directory tree as a new version of a profile (``fdffctl payload add``), and
+the publishing a bundle import shares (``fdffd.payload.bundle``).
 
-``add_profile`` scans and plans (``fdffd.payload.source``), copies the plan into a staging
-directory beside the versions, hashing each file in the same read (``fdffd.payload.digest``),
-writes the manifest, renames the staging directory to ``versions/<sha256>`` and only then
-switches ``current``.  A refusal or a failure at any step leaves nothing behind: the profile
-as it was stays current and no half-copied version is kept.
+``import_directory`` (``add_profile`` returns just its manifest) scans and plans
+(``fdffd.payload.source``), copies the plan into a staging directory beside the versions,
+reading each file through a handle proved to be the scanned one (``SourceReader``) and
+hashing it in the same read (``fdffd.payload.digest``), checks the staged files' metadata
+(``fdffd.payload.metadata``), writes the manifest, renames the staging directory to
+``versions/<sha256>`` and only then switches ``current``.  A refusal or a failure at any step
+leaves nothing behind: the profile as it was stays current and no half-copied version is kept.
 
 Import refuses, with the path and the reason: names FAT or exFAT cannot hold
 (``fdffd.imaging.names``), names that collide once normalised to NFC, symbolic links, special
-files, unreadable files or directories, files the operating system leaves behind
-(``.DS_Store``, ``Thumbs.db``, ...), a source without files, and on ``filesystem = "fat32"``
-files of 4 GiB or more.  Names not in NFC are normalised to NFC (macOS writes Hangul
-decomposed).  Every problem found is reported at once.
+files, unreadable files or directories, files systems and programs leave behind
+(``fdffd.payload.junk``), a source without files, on ``filesystem = "fat32"`` files of 4 GiB
+or more, files whose metadata names people, places, devices or dates (by policy), a source
+changed between the scan and the copy, and, on a station that requires signed content, any
+directory.  Names not in NFC are normalised to NFC (macOS writes Hangul decomposed).  Every
+problem the plan finds is reported at once.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +37,18 @@ from fdffd.text import shown
 
 from . import digest
 from .manifest import FileRecord, Manifest, load_manifest
-from .source import FILESYSTEMS, ImportPlan, SourceFile, path_problem, plan_import, scan_source
+from .metadata import Finding, check_metadata
+from .policy import ImportPolicy
+from .signing import SIGNATURE_FILE, UNSIGNED, Signature, SignatureStatus
+from .source import (
+    FILESYSTEMS,
+    SourceFile,
+    SourceReader,
+    open_source_root,
+    path_problem,
+    plan_import,
+    scan_source,
+)
 from .store import (
     FILES_DIR,
     IN_USE_DIR,
@@ -48,21 +65,35 @@ from .store import (
 )
 
 
-def _copy_file(f: SourceFile, dest: Path, profile: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did: the version's ``manifest`` (its ``manifest_sha256`` is the
+    version id), the metadata ``findings`` it imported anyway (``payload.metadata =
+    "warn"``), its ``signature`` status, and ``unchanged`` when no new version was made."""
+
+    manifest: Manifest
+    findings: tuple[Finding, ...] = ()
+    signature: SignatureStatus = UNSIGNED
+    unchanged: bool = False
+
+
+#: fills ``<staging>/files`` (which exists) and returns the manifest of what it put there
+Fill = Callable[[Path], Manifest]
+
+
+def _copy_file(reader: SourceReader, f: SourceFile, dest: Path, profile: str) -> tuple[str, str]:
     """Copy one planned file to ``dest`` (0644, fsynced); its (SHA-256, BLAKE3).  The file
-    must still be what the scan saw, before and after the copy."""
-    try:  # O_NONBLOCK: a FIFO swapped in since the scan must not hang the import
-        fd = os.open(f.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        raise path_problem(profile, f.source, f"cannot read: {err.strerror}") from None
+    is opened through ``reader`` (proved to be the scanned one) and must not change while
+    it is copied."""
+    try:
+        try:
+            fd = reader.open(f)
+        except OSError as err:
+            raise path_problem(profile, f.source, f"cannot read: {err.strerror}") from None
+    except digest.SourceChanged as why:
+        raise _changed(profile, f, why) from None
     try:
         before = os.fstat(fd)
-        if (
-            not stat.S_ISREG(before.st_mode)
-            or before.st_size != f.size
-            or before.st_mtime_ns != f.mtime_ns
-        ):
-            raise digest.SourceChanged("it changed after the source was scanned")
         try:
             out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as err:
@@ -81,45 +112,60 @@ def _copy_file(f: SourceFile, dest: Path, profile: str) -> tuple[str, str]:
             )
         return digests
     except digest.SourceChanged as why:
-        raise path_problem(
-            profile,
-            f.source,
-            f"the file changed while it was being imported ({why}); nothing was imported: "
-            "import again once nothing writes to the source",
-        ) from None
+        raise _changed(profile, f, why) from None
     except OSError as err:
         raise path_problem(profile, f.source, f"copy failed: {err.strerror}") from None
     finally:
         os.close(fd)
 
 
+def _changed(profile: str, f: SourceFile, why: Exception) -> PayloadError:
+    return path_problem(
+        profile,
+        f.source,
+        f"the file changed while it was being imported ({why}); nothing was imported: "
+        "import again once nothing writes to the source",
+    )
+
+
+def make_dirs(root: Path, dirs: Iterable[str]) -> list[Path]:
+    """Create ``root`` (if need be) and ``dirs`` below it, mode 0755; every one of them."""
+    made = [root, *(root / d for d in dirs)]
+    for d in made:
+        d.mkdir(exist_ok=d == root)
+        os.chmod(d, 0o755)
+    return made
+
+
 def _build_version(
-    pdir: Path, plan: ImportPlan, *, profile: str, created_at: str
-) -> tuple[Path, Manifest]:
-    """Copy ``plan`` into a new staging directory; return it and its manifest (written)."""
+    pdir: Path,
+    fill: Fill,
+    *,
+    profile: str,
+    policy: ImportPolicy,
+    signature: Signature | None,
+) -> tuple[Path, Manifest, list[Finding]]:
+    """Fill a new staging directory, check its files' metadata, write the manifest (and
+    the signature); return the staging directory, the manifest and the findings."""
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=pdir))
     try:
         os.chmod(staging, 0o755)
         root = staging / FILES_DIR
-        all_dirs = [root, *(root / d for d in plan.dirs)]
-        for d in all_dirs:
-            d.mkdir()
-            os.chmod(d, 0o755)
-        records = tuple(
-            FileRecord(path=f.path, size=f.size, sha256=sha, blake3=b3)
-            for f in plan.files
-            for sha, b3 in [_copy_file(f, root / f.path, profile)]
-        )
-        manifest = Manifest(
+        root.mkdir(mode=0o755)
+        manifest = fill(root)
+        findings = check_metadata(
+            root,
+            [f.path for f in manifest.files],
             profile=profile,
-            created_at=created_at,
-            directories=plan.dirs,
-            files=records,
+            mode=policy.metadata,
+            allow=policy.metadata_allow,
         )
         atomic_write(staging / MANIFEST_FILE, manifest.canonical_bytes(), mode=0o644)
-        for d in all_dirs:
+        if signature is not None:
+            atomic_write(staging / SIGNATURE_FILE, signature.canonical_bytes(), mode=0o644)
+        for d in [root, *(root / d for d in manifest.directories)]:
             fsync_dir(d)
-        return staging, manifest
+        return staging, manifest, findings
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -152,26 +198,40 @@ def _forget_empty_profile(pdir: Path) -> None:
     shutil.rmtree(pdir, ignore_errors=True)
 
 
-def _publish(payload_dir: Path, name: str, plan: ImportPlan, created_at: str) -> Manifest:
+def publish_version(
+    payload_dir: Path,
+    name: str,
+    fill: Fill,
+    *,
+    policy: ImportPolicy,
+    signature: Signature | None = None,
+    status: SignatureStatus = UNSIGNED,
+    keep_same_tree: bool = False,
+) -> ImportResult:
     """Build the version and make it current (the caller holds the profile's lock); on a
-    failure, undo whatever this did."""
+    failure, undo whatever this did.  With ``keep_same_tree`` a tree equal to the current
+    version's (paths, sizes, hashes) keeps the current version."""
     pdir = payload_dir / name
     published: Path | None = None
     try:
         clean_leftovers(pdir)
         for sub in (VERSIONS_DIR, IN_USE_DIR):
             (pdir / sub).mkdir(mode=0o755, exist_ok=True)
-        staging, manifest = _build_version(pdir, plan, profile=name, created_at=created_at)
-        same = _current_if_same(payload_dir, name, manifest)
+        staging, manifest, findings = _build_version(
+            pdir, fill, profile=name, policy=policy, signature=signature
+        )
+        same = _current_if_same(payload_dir, name, manifest) if keep_same_tree else None
         if same is not None:  # nothing changed: keep the version id auditors know
             shutil.rmtree(staging)
             get_logger(profile=name).info("payload.unchanged", version=same.manifest_sha256)
-            return same
+            return ImportResult(same, tuple(findings), status, unchanged=True)
         sha = manifest.manifest_sha256
         target = pdir / VERSIONS_DIR / sha
         (pdir / IN_USE_DIR / f"{sha}.lock").touch(mode=0o644)
-        if target.exists():  # the very same version (same files, same second)
+        if target.exists():  # the very same version (same files, same second, same bundle)
             shutil.rmtree(staging)
+            if signature is not None and not (target / SIGNATURE_FILE).exists():
+                atomic_write(target / SIGNATURE_FILE, signature.canonical_bytes(), mode=0o644)
         else:
             os.rename(staging, target)
             published = target
@@ -189,8 +249,28 @@ def _publish(payload_dir: Path, name: str, plan: ImportPlan, created_at: str) ->
         files=len(manifest.files),
         bytes=manifest.total_bytes,
         directories=len(manifest.directories),
+        signed_by=status.key,
+        metadata_found=len(findings),
     )
-    return manifest
+    return ImportResult(manifest, tuple(findings), status)
+
+
+def locked_publish(
+    payload_dir: Path, name: str, publish: Callable[[], ImportResult]
+) -> ImportResult:
+    """Run ``publish`` holding the profile's lock, creating ``payload_dir`` (and the
+    directories above it, 0700) first if need be, and removing it again on a failure."""
+    made_payload_dir = not payload_dir.exists()
+    if made_payload_dir:
+        make_parents(payload_dir)
+    try:
+        with exclusive(payload_dir / name, create=True):
+            return publish()
+    except BaseException:
+        if made_payload_dir:
+            with suppress(OSError):
+                payload_dir.rmdir()
+        raise
 
 
 def _check_source(payload_dir: Path, name: str, src: Path) -> None:
@@ -207,6 +287,81 @@ def _check_source(payload_dir: Path, name: str, src: Path) -> None:
         )
 
 
+def check_filesystem(filesystem: str, profile: str) -> None:
+    if filesystem not in FILESYSTEMS:
+        raise PayloadError(
+            f"unknown filesystem {shown(filesystem)!r}; use one of {', '.join(FILESYSTEMS)}",
+            profile=profile,
+        )
+
+
+def utc_stamp(now: datetime | None) -> str:
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def import_directory(
+    payload_dir: Path,
+    name: str,
+    src: Path,
+    *,
+    filesystem: str = "auto",
+    now: datetime | None = None,
+    policy: ImportPolicy | None = None,
+) -> ImportResult:
+    """Import the tree at ``src`` as a new version of profile ``name`` and make it current.
+
+    ``filesystem`` is the station's ``job.filesystem``: with ``"fat32"`` a file of 4 GiB
+    or more is refused (with ``"auto"`` it makes jobs use exFAT).  ``policy`` is the
+    station's ``[payload]`` settings (default: metadata refused, unsigned content taken);
+    a station that requires signed content imports only bundles.  The tree is scanned and
+    read through one directory descriptor on ``src`` (``SourceReader``).  On any refusal
+    or failure nothing is left in ``payload_dir``.  When the tree is exactly the current
+    version's (same paths, sizes, hashes), no new version is made.  Directories missing
+    above ``payload_dir`` are made 0700."""
+    payload_dir = Path(payload_dir)
+    src = Path(src)
+    policy = policy or ImportPolicy()
+    check_profile_name(name)
+    check_payload_dir(payload_dir)
+    check_filesystem(filesystem, name)
+    if policy.trust.require_signed:
+        raise PayloadError(
+            "this station takes only signed content (payload.require_signed = true), and a "
+            "directory is not signed: import a curator's signed bundle with `fdffctl payload "
+            "import BUNDLE`",
+            profile=name,
+        )
+    _check_source(payload_dir, name, src)
+    root_fd = open_source_root(src, profile=name)
+    try:
+        entries, problems = scan_source(src, profile=name, root_fd=root_fd)
+        plan = plan_import(src, entries, profile=name, filesystem=filesystem, problems=problems)
+        created_at = utc_stamp(now)
+
+        def fill(root: Path) -> Manifest:
+            make_dirs(root, plan.dirs)
+            reader = SourceReader(src, root_fd, plan, profile=name)
+            try:
+                records = tuple(
+                    FileRecord(path=f.path, size=f.size, sha256=sha, blake3=b3)
+                    for f in plan.files
+                    for sha, b3 in [_copy_file(reader, f, root / f.path, name)]
+                )
+            finally:
+                reader.close()
+            return Manifest(
+                profile=name, created_at=created_at, directories=plan.dirs, files=records
+            )
+
+        return locked_publish(
+            payload_dir,
+            name,
+            lambda: publish_version(payload_dir, name, fill, policy=policy, keep_same_tree=True),
+        )
+    finally:
+        os.close(root_fd)
+
+
 def add_profile(
     payload_dir: Path,
     name: str,
@@ -214,37 +369,9 @@ def add_profile(
     *,
     filesystem: str = "auto",
     now: datetime | None = None,
+    policy: ImportPolicy | None = None,
 ) -> Manifest:
-    """Import the tree at ``src`` as a new version of profile ``name`` and make it current.
-
-    ``filesystem`` is the station's ``job.filesystem``: with ``"fat32"`` a file of 4 GiB
-    or more is refused (with ``"auto"`` it makes jobs use exFAT).  On any refusal or
-    failure nothing is left in ``payload_dir``.  Returns the new version's manifest
-    (``.manifest_sha256`` is the version id); when the tree is exactly the current
-    version's (same paths, sizes, hashes), no new version is made and the current
-    manifest is returned.  Directories missing above ``payload_dir`` are made 0700."""
-    payload_dir = Path(payload_dir)
-    src = Path(src)
-    check_profile_name(name)
-    check_payload_dir(payload_dir)
-    if filesystem not in FILESYSTEMS:
-        raise PayloadError(
-            f"unknown filesystem {shown(filesystem)!r}; use one of {', '.join(FILESYSTEMS)}",
-            profile=name,
-        )
-    _check_source(payload_dir, name, src)
-    entries, problems = scan_source(src, profile=name)
-    plan = plan_import(src, entries, profile=name, filesystem=filesystem, problems=problems)
-
-    created_at = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    made_payload_dir = not payload_dir.exists()
-    if made_payload_dir:
-        make_parents(payload_dir)
-    try:
-        with exclusive(payload_dir / name, create=True):
-            return _publish(payload_dir, name, plan, created_at)
-    except BaseException:
-        if made_payload_dir:
-            with suppress(OSError):
-                payload_dir.rmdir()
-        raise
+    """``import_directory``, returning only the manifest of the (new or current) version."""
+    return import_directory(
+        payload_dir, name, src, filesystem=filesystem, now=now, policy=policy
+    ).manifest

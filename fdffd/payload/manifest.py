@@ -160,20 +160,20 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(out[:5]) + (f" (and {len(out) - 5} more)" if len(out) > 5 else "")
 
 
-def parse_manifest(raw: bytes, *, profile: str, where: str) -> Manifest:
-    """Validate manifest bytes; raise ``PayloadError`` naming the field that is wrong."""
+def parse_manifest(raw: bytes, *, profile: str, where: str, advice: str | None = None) -> Manifest:
+    """Validate manifest bytes; raise ``PayloadError`` naming the field that is wrong, and
+    ``advice`` (by default: import the profile again)."""
+    advice = advice or f"re-import the profile with `fdffctl payload add {profile} DIR`"
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as err:
         raise PayloadError(
-            f"manifest {where} is malformed: {_describe(err)}; re-import the profile with "
-            f"`fdffctl payload add {profile} DIR`",
+            f"manifest {where} is malformed: {_describe(err)}; {advice}",
             profile=profile,
         ) from None
     if manifest.canonical_bytes() != raw:
         raise PayloadError(
-            f"manifest {where} is not in canonical form (was it edited by hand?); re-import "
-            f"the profile with `fdffctl payload add {profile} DIR`",
+            f"manifest {where} is not in canonical form (was it edited by hand?); {advice}",
             profile=profile,
         )
     return manifest

@@ -5,6 +5,7 @@ On disk (docs/payload.md)::
     <payload_dir>/<name>/
         current -> versions/<sha256>        symlink, switched atomically (rename)
         versions/<sha256>/manifest.json     canonical manifest; <sha256> is its SHA-256
+        versions/<sha256>/signature.json    a curator's signature over the manifest (optional)
         versions/<sha256>/files/...         the payload tree (files 0644, dirs 0755)
         in-use/<sha256>.lock                a job holds a shared flock on it while imaging
         .lock                               serialises imports and prunes of this profile
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fdffd.config import PayloadSection
 from fdffd.errors import PayloadError, UsageError
 from fdffd.fsutil import fsync_dir
 from fdffd.imaging.types import FileEntry, Tree
@@ -39,6 +41,7 @@ from fdffd.log import get_logger
 from fdffd.text import shown
 
 from .manifest import PROFILE_NAME_PATTERN, Manifest, load_manifest
+from .signing import Trust, check_version_signature
 
 CURRENT = "current"
 VERSIONS_DIR = "versions"
@@ -307,9 +310,11 @@ def open_profile(payload_dir: Path, name: str, *, version: str | None = None) ->
         os.close(fd)
 
 
-def check_before_job(profile: Profile) -> None:
+def check_before_job(profile: Profile, settings: PayloadSection | None = None) -> None:
     """Cheap check before imaging: every file exists, is a regular file, has its manifest
-    size.  Full hashes are checked on the drive by the verify pass."""
+    size.  Full hashes are checked on the drive by the verify pass.  With ``settings``
+    (the station's ``[payload]``) and ``require_signed``, the version's manifest must also
+    carry a valid signature by a trusted curator key (``check_version_signature``)."""
     root = profile.files_root
     for f in profile.manifest.files:
         try:
@@ -327,6 +332,13 @@ def check_before_job(profile: Profile) -> None:
             f"file '{f.path}' of version {profile.manifest_sha256[:12]} {what}: the profile "
             f"was changed after it was imported ({root}); run `fdffctl payload verify "
             f"{profile.name}` and import it again with `fdffctl payload add {profile.name} DIR`",
+            profile=profile.name,
+        )
+    if settings is not None and settings.require_signed:
+        check_version_signature(
+            profile.root,
+            profile.manifest_sha256,
+            Trust.from_settings(settings),
             profile=profile.name,
         )
 

@@ -1,7 +1,9 @@
 """Verifying a stored version against its manifest (``fdffctl payload verify``).
 
 Every file is re-hashed (SHA-256) and compared with the manifest; every changed, missing or
-extra file and every missing or extra directory is named.  Nothing is changed.
+extra file and every missing or extra directory is named.  The signature, if any, is checked
+against the manifest (and, with ``payload.require_signed``, must be by a trusted key).
+Nothing is changed.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fdffd.errors import PayloadError
 from fdffd.text import shown
 
 from .digest import hash_file
+from .signing import Trust, check_version_signature
 from .store import open_profile
 
 
@@ -37,10 +41,13 @@ class VerifyReport:
     extra_files: tuple[str, ...] = ()
     missing_dirs: tuple[str, ...] = ()
     extra_dirs: tuple[str, ...] = ()
+    #: "not signed", "signed by trusted key ...", or what is wrong with the signature
+    signature: str = "not signed"
+    signature_ok: bool = True
 
     @property
     def ok(self) -> bool:
-        return not (
+        return self.signature_ok and not (
             self.changed
             or self.missing_files
             or self.extra_files
@@ -61,6 +68,8 @@ class VerifyReport:
             "extra_files": list(self.extra_files),
             "missing_dirs": list(self.missing_dirs),
             "extra_dirs": list(self.extra_dirs),
+            "signature": self.signature,
+            "signature_ok": self.signature_ok,
         }
 
 
@@ -89,10 +98,20 @@ def _walk(root: Path) -> tuple[set[str], set[str], set[str]]:
     return files, dirs, others
 
 
-def verify_profile(payload_dir: Path, name: str, *, version: str | None = None) -> VerifyReport:
+def verify_profile(
+    payload_dir: Path, name: str, *, version: str | None = None, trust: Trust | None = None
+) -> VerifyReport:
     """Re-hash every file of the current version (or ``version``) against its manifest;
-    name every changed, missing or extra file and missing or extra directory."""
+    name every changed, missing or extra file and missing or extra directory; check the
+    signature under ``trust`` (the station's keys and ``require_signed``)."""
     with open_profile(Path(payload_dir), name, version=version) as p:
+        try:
+            status = check_version_signature(
+                p.root, p.manifest_sha256, trust or Trust(), profile=name
+            )
+            signature, signature_ok = status.describe(), True
+        except PayloadError as err:
+            signature, signature_ok = str(err.fields["detail"]), False
         root = p.files_root
         files, dirs, others = _walk(root)
         changed: list[Changed] = []
@@ -131,4 +150,6 @@ def verify_profile(payload_dir: Path, name: str, *, version: str | None = None) 
             extra_files=tuple(sorted(shown(x) for x in (files - listed) | others)),
             missing_dirs=tuple(sorted(want_dirs - dirs)),
             extra_dirs=tuple(sorted(shown(x) for x in dirs - want_dirs)),
+            signature=signature,
+            signature_ok=signature_ok,
         )
