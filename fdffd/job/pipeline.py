@@ -60,7 +60,7 @@ from ..errors import (
 from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
-from ..payload.profiles import Profile, check_before_job, open_profile
+from ..payload import Profile, check_before_job, open_profile
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
@@ -248,7 +248,7 @@ def _open_payload(job: _Job, stack: ExitStack) -> Profile | None:
         return None
     payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
     try:
-        check_before_job(payload)
+        check_before_job(payload, cfg.payload)
     except PayloadError as err:  # changed since its manifest: the job fails (exit 5)
         raise JobFailedError(err.message, device=job.record.device.path, stage="admit") from None
     return payload
