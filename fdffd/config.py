@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError, UsageError
-from .sizes import parse_size
+from .sizes import KiB, MiB, TiB, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
 #: a payload profile's name (the same rule as ``fdffd.payload.manifest``); "" = no payload
@@ -95,8 +95,8 @@ class DrivesSection(_Section):
     buses: list[str] = ["usb"]
     ports: list[str] = []
     allow_loop: bool = False
-    min_size: Size = 64 << 20
-    max_size: Size = 8 << 40
+    min_size: Size = 64 * MiB
+    max_size: Size = 8 * TiB
 
     @field_validator("buses")
     @classmethod
@@ -136,9 +136,9 @@ class JobSection(_Section):
     profile: str = "default"
     workers: int = Field(default=8, ge=1, le=64)
     #: I/O size of the wipe and verify passes (64 KiB to 256 MiB, a multiple of 4 KiB)
-    chunk: Size = Field(default=4 << 20, ge=64 << 10, le=256 << 20, multiple_of=4096)
+    chunk: Size = Field(default=4 * MiB, ge=64 * KiB, le=256 * MiB, multiple_of=4 * KiB)
     #: how much data the probe writes to push its blocks out of an on-drive write cache
-    probe_cache_flush: Size = 32 << 20
+    probe_cache_flush: Size = 32 * MiB
     #: a drive slower than this many bytes per second over ``slow_window`` is failed as too
     #: slow (0 = never)
     min_speed: Size = 500_000

@@ -13,13 +13,16 @@ import itertools
 from dataclasses import dataclass, field
 
 from ..errors import FileTooLargeError
+from ..sizes import GiB
 from .exfat import build_exfat
-from .fat32 import build_fat32
+from .fat32 import MAX_FILE_BYTES, build_fat32
 from .partition import DISK_ID_BYTES, PartitionLayout, plan_partition
 from .types import Extent, Fill, Tree, VolumeLayout
 
-FAT32_AUTO_LIMIT = 32 << 30
-FAT32_FILE_LIMIT = (4 << 30) - 1
+#: ``job.filesystem = "auto"`` picks FAT32 up to this usable size, exFAT above
+FAT32_AUTO_LIMIT = 32 * GiB
+#: the largest file FAT32 holds (its directory entries keep a 32-bit size)
+FAT32_FILE_LIMIT = MAX_FILE_BYTES
 #: random bytes a plan needs: the disk identifier, then a 32-bit volume serial
 ID_BYTES = DISK_ID_BYTES + 4
 
