@@ -24,6 +24,7 @@ from pydantic import (
 
 from .errors import ConfigError, UsageError
 from .sizes import KiB, MiB, TiB, parse_size
+from .statedir import StateDir
 
 DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
 #: a payload profile's name (the same rule as ``fdffd.payload.manifest``); "" = no payload
@@ -177,8 +178,13 @@ class Config(_Section):
     job: JobSection = JobSection()
 
     @property
+    def state(self) -> StateDir:
+        """The files under ``station.state_dir``."""
+        return StateDir(self.station.state_dir)
+
+    @property
     def audit_log(self) -> Path:
-        return self.station.state_dir / "audit.jsonl"
+        return self.state.audit_log
 
 
 def _describe(err: ValidationError) -> str:
