@@ -23,12 +23,13 @@ from pydantic import (
 )
 
 from .errors import ConfigError, UsageError
+from .names import LABEL_RULES, PROFILE_NAME
 from .sizes import KiB, MiB, TiB, parse_size
 from .statedir import StateDir
 
 DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
-#: a payload profile's name (the same rule as ``fdffd.payload.manifest``); "" = no payload
-PROFILE_PATTERN = r"^(|[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})$"
+#: ``job.profile``: a payload profile's name (``fdffd.names``), or "" for no payload
+PROFILE_PATTERN = rf"^(|{PROFILE_NAME})$"
 _BUS = re.compile(r"[a-z0-9_-]{1,32}")
 
 
@@ -151,12 +152,11 @@ class JobSection(_Section):
     @classmethod
     def _label(cls, label: str, info: ValidationInfo) -> str:
         # checked at load, not when the first drive is imaged (after its probe)
-        from .imaging import exfat, fat32  # pure modules, loaded only for this check
-
         fs = info.data.get("filesystem", "auto")
-        for module in {"fat32": [fat32], "exfat": [exfat]}.get(fs, [fat32, exfat]):
+        rules = [LABEL_RULES[fs]] if fs in LABEL_RULES else list(LABEL_RULES.values())
+        for check in rules:
             try:
-                module.check_label(label)
+                check(label)
             except UsageError as err:
                 raise ValueError(err.message) from None
         return label
