@@ -28,6 +28,7 @@ from .sysfs import (
     loop_backing,
     loop_names,
     loop_port,
+    may_hold_device_node,
     mount_devnums,
     parse_mountinfo,
     rdev,
@@ -124,7 +125,7 @@ def gather(
         partitions=members.partitions,
         mounted=_mounted(members, mounts),
         swap=_swap(members),
-        holders=_holders(members),
+        holders=_holders(members, mounts),
         hosts=_hosts(disk.name, mounts, state_dir=state_dir, payload_dir=payload_dir),
         exclusive=_exclusive_open_possible(path) if size else True,
         diskseq=_diskseq(disk, udev),
@@ -183,27 +184,27 @@ def _swap(members: _Members) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _holders(members: _Members) -> tuple[str, ...]:
+def _holders(members: _Members, mounts: list[Mount]) -> tuple[str, ...]:
     """dm/md/LVM devices holding the disk or a partition, and loop devices over them."""
     holders: list[str] = []
     for m in members.names:
         hdir = SYS_BLOCK / m / "holders"
         if hdir.is_dir():
             holders.extend(h.name for h in hdir.iterdir())
-    holders.extend(_loops_backed_by(members.devnums))
+    holders.extend(_loops_backed_by(members.devnums, mounts))
     return tuple(sorted(set(holders)))
 
 
-def _loops_backed_by(devnums: frozenset[Devnum]) -> list[str]:
+def _loops_backed_by(devnums: frozenset[Devnum], mounts: list[Mount]) -> list[str]:
     """Loop devices whose backing file is the disk or one of its partitions: the kernel
     lists no holder for them and the loop driver does not claim its backing device, yet
     wiping the disk would pull the ground from under them."""
     found = []
     for name in loop_names():
         backing = loop_backing(name)
-        # only device nodes: a stat of a regular backing file could wait on a FUSE server
-        # (a fake drive's, a stuck one's) and hang the job of an unrelated drive
-        if backing.startswith("/dev/") and rdev(backing) in devnums:
+        # only where a device node can be: a stat of another drive's FUSE file (a fake
+        # drive's, a stuck one's) could wait on its server and hang this job
+        if may_hold_device_node(backing, mounts) and rdev(backing) in devnums:
             found.append(f"{name} (a loop device over {backing})")
     return found
 

@@ -119,10 +119,13 @@ class Mount:
     devnum: Devnum
     mount_point: str
     source: str
+    fstype: str = ""
+    options: tuple[str, ...] = ()  # the mount's own options (``nodev``, ``ro``, ...)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
-    """The mounts of a ``/proc/self/mountinfo`` text: device number, mount point, source."""
+    """The mounts of a ``/proc/self/mountinfo`` text: device number, mount point, source,
+    filesystem type and the mount's options."""
     out = []
     for line in text.splitlines():
         parts = line.split()
@@ -131,12 +134,43 @@ def parse_mountinfo(text: str) -> list[Mount]:
         major, _, minor = parts[2].partition(":")
         if not (major.isdigit() and minor.isdigit()):
             continue
-        source = ""
+        fstype = source = ""
         if "-" in parts[5:]:
             rest = parts[parts.index("-", 5) + 1 :]
+            fstype = rest[0] if rest else ""
             source = _unescape(rest[1]) if len(rest) > 1 else ""
-        out.append(Mount((int(major), int(minor)), _unescape(parts[4]), source))
+        options = tuple(parts[5].split(",")) if len(parts) > 5 and parts[5] != "-" else ()
+        mount = Mount((int(major), int(minor)), _unescape(parts[4]), source, fstype, options)
+        out.append(mount)
     return out
+
+
+def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
+    """The mount holding the absolute, resolved ``path`` (the kernel's own path, e.g. a loop
+    device's backing file): the longest mount point it lies under, the topmost of those."""
+    best: Mount | None = None
+    for m in mounts:  # later lines are mounted on top of earlier ones
+        mp = m.mount_point.rstrip("/")
+        if (path == m.mount_point or path.startswith(mp + "/")) and (
+            best is None or len(m.mount_point) >= len(best.mount_point)
+        ):
+            best = m
+    return best
+
+
+#: filesystems whose ``stat`` can wait on a server (a FUSE process, the network)
+_MAY_WAIT = frozenset({"fuse", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "9p", "ceph", "afs"})
+
+
+def may_hold_device_node(path: str, mounts: list[Mount]) -> bool:
+    """Whether ``path`` can be a device node that it is safe to ``stat``: it lies on a mount
+    that allows device nodes (no ``nodev``: a loop device cannot even be set up over a node
+    on a ``nodev`` mount) and whose ``stat`` never waits on a server.  A fake drive's FUSE
+    file under ``/dev/shm`` is neither, and a stopped FUSE server would hang the ``stat``."""
+    m = mount_of(path, mounts)
+    if m is None or "nodev" in m.options:
+        return False
+    return m.fstype.split(".")[0] not in _MAY_WAIT
 
 
 def current_mounts() -> list[Mount]:
