@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = results["notes"]
     workdir = Path(tempfile.mkdtemp(prefix="fdffd-bench-", dir=args.dir))
     t0 = time.monotonic()
+    # a udevd for the whole run: the gate refuses a drive udev has no record of (no-udev-data)
+    keeper = station.UdevKeeper().__enter__()
+    station.keep_udevd(keeper)
     try:
         if "job" in args.only or "payload" in args.only:
             results["job"] = []
@@ -272,32 +275,26 @@ def main(argv: list[str] | None = None) -> int:
                 fdffctl, workdir / "probe", repeat, args.quick, args.dir, have_f3
             )
         if "scaling" in args.only or "memory" in args.only:
-            with station.UdevKeeper() as keeper:
-                station.keep_udevd(keeper)
-                if "scaling" in args.only:
-                    w, r = args.throttle
-                    log(
-                        f"scaling: {counts} drives of {report.size(drive_size)} at "
-                        f"{w / 1e6:g} MB/s write, {r / 1e6:g} MB/s read"
-                    )
-                    results["scaling"] = station.scaling(
-                        workdir, args.dir, counts, drive_size, w, r
-                    )
-                if "memory" in args.only:
-                    log(
-                        f"memory: {jobs} consecutive jobs on 64 MiB drives, "
-                        f"{args.in_flight} at a time"
-                    )
-                    results["memory"] = station.memory(
-                        workdir, args.dir, jobs, 64 << 20, in_flight=args.in_flight
-                    )
-                station.keep_udevd(None)
-                if keeper.restarts:
-                    notes.append(
-                        f"systemd-udevd went away {keeper.restarts} time(s) during the run "
-                        "(another session stopped its own); the bench started its own"
-                    )
+            if "scaling" in args.only:
+                w, r = args.throttle
+                log(
+                    f"scaling: {counts} drives of {report.size(drive_size)} at "
+                    f"{w / 1e6:g} MB/s write, {r / 1e6:g} MB/s read"
+                )
+                results["scaling"] = station.scaling(workdir, args.dir, counts, drive_size, w, r)
+            if "memory" in args.only:
+                log(f"memory: {jobs} consecutive jobs on 64 MiB drives, {args.in_flight} at a time")
+                results["memory"] = station.memory(
+                    workdir, args.dir, jobs, 64 << 20, in_flight=args.in_flight
+                )
+            if keeper.restarts:
+                notes.append(
+                    f"systemd-udevd went away {keeper.restarts} time(s) during the run "
+                    "(another session stopped its own); the bench started its own"
+                )
     finally:
+        station.keep_udevd(None)
+        keeper.__exit__(None, None, None)
         shutil.rmtree(workdir, ignore_errors=True)
     results["machine"]["load_end"] = machine.loadavg()
     results["seconds"] = round(time.monotonic() - t0, 1)

@@ -25,11 +25,13 @@ from pydantic import (
 )
 
 from .errors import ConfigError, UsageError
-from .sizes import parse_size
+from .names import LABEL_RULES, PROFILE_NAME
+from .sizes import KiB, MiB, TiB, parse_size
+from .statedir import StateDir
 
 DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
-#: a payload profile's name (the same rule as ``fdffd.payload.manifest``); "" = no payload
-PROFILE_PATTERN = r"^(|[A-Za-z0-9_-][A-Za-z0-9._-]{0,63})$"
+#: ``job.profile``: a payload profile's name (``fdffd.names``), or "" for no payload
+PROFILE_PATTERN = rf"^(|{PROFILE_NAME})$"
 _BUS = re.compile(r"[a-z0-9_-]{1,32}")
 
 
@@ -97,8 +99,8 @@ class DrivesSection(_Section):
     buses: list[str] = ["usb"]
     ports: list[str] = []
     allow_loop: bool = False
-    min_size: Size = 64 << 20
-    max_size: Size = 8 << 40
+    min_size: Size = 64 * MiB
+    max_size: Size = 8 * TiB
 
     @field_validator("buses")
     @classmethod
@@ -138,9 +140,9 @@ class JobSection(_Section):
     profile: str = "default"
     workers: int = Field(default=8, ge=1, le=64)
     #: I/O size of the wipe and verify passes (64 KiB to 256 MiB, a multiple of 4 KiB)
-    chunk: Size = Field(default=4 << 20, ge=64 << 10, le=256 << 20, multiple_of=4096)
+    chunk: Size = Field(default=4 * MiB, ge=64 * KiB, le=256 * MiB, multiple_of=4 * KiB)
     #: how much data the probe writes to push its blocks out of an on-drive write cache
-    probe_cache_flush: Size = 32 << 20
+    probe_cache_flush: Size = 32 * MiB
     #: a drive slower than this many bytes per second over ``slow_window`` is failed as too
     #: slow (0 = never)
     min_speed: Size = 500_000
@@ -152,12 +154,11 @@ class JobSection(_Section):
     @classmethod
     def _label(cls, label: str, info: ValidationInfo) -> str:
         # checked at load, not when the first drive is imaged (after its probe)
-        from .imaging import exfat, fat32  # pure modules, loaded only for this check
-
         fs = info.data.get("filesystem", "auto")
-        for module in {"fat32": [fat32], "exfat": [exfat]}.get(fs, [fat32, exfat]):
+        rules = [LABEL_RULES[fs]] if fs in LABEL_RULES else list(LABEL_RULES.values())
+        for check in rules:
             try:
-                module.check_label(label)
+                check(label)
             except UsageError as err:
                 raise ValueError(err.message) from None
         return label
@@ -224,8 +225,13 @@ class Config(_Section):
     payload: PayloadSection = PayloadSection()
 
     @property
+    def state(self) -> StateDir:
+        """The files under ``station.state_dir``."""
+        return StateDir(self.station.state_dir)
+
+    @property
     def audit_log(self) -> Path:
-        return self.station.state_dir / "audit.jsonl"
+        return self.state.audit_log
 
 
 def _describe(err: ValidationError) -> str:

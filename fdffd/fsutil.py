@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -25,23 +26,49 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` durably: a private temp file beside it is written and
-    fsynced, renamed over ``path``, and the directory is fsynced, so a crash leaves either the
-    old content or the new, never a torn or empty file.  The one durable write of fdffd."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+def _durable_temp(path: Path, data: bytes, mode: int) -> Path:
+    """A new private temp file beside ``path`` holding ``data``, mode ``mode``, fsynced."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         try:
             os.fchmod(fd, mode)
             write_all(fd, data)
         finally:
             os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` durably: a private temp file beside it is written and
+    fsynced, renamed over ``path``, and the directory is fsynced, so a crash leaves either the
+    old content or the new, never a torn or empty file.  The one durable write of fdffd."""
+    tmp = _durable_temp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int = 0o600) -> bool:
+    """:func:`atomic_write` for a file that must never be replaced (a key): the same durable
+    temp file, then ``os.link`` to ``path``, which fails if ``path`` exists.  True when this
+    call created ``path``; False when it existed already (then nothing changed), so when two
+    processes race exactly one creates the file and both then read the winner's."""
+    tmp = _durable_temp(path, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
 
 
 def make_state_dir(state_dir: Path) -> None:

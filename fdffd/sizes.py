@@ -1,8 +1,17 @@
-"""Byte sizes as people write them in config files ("64MiB", "8TiB", "500 MB")."""
+"""Byte sizes: the binary units, and sizes as people write them in config files ("64MiB",
+"8TiB", "500 MB").  The one place for ``KiB``, ``MiB``, ``GiB``, ``TiB`` and the sector."""
 
 from __future__ import annotations
 
 import re
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+TiB = 1 << 40
+#: the unit of sysfs ``size``, LBAs in MBR and GPT, and ``BLKGETSIZE``: 512 bytes whatever
+#: the drive's own sector size
+SECTOR = 512
 
 _UNITS = {
     "": 1,
@@ -15,10 +24,10 @@ _UNITS = {
     "gb": 1000**3,
     "t": 1000**4,
     "tb": 1000**4,
-    "kib": 1 << 10,
-    "mib": 1 << 20,
-    "gib": 1 << 30,
-    "tib": 1 << 40,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": TiB,
 }
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -53,7 +62,7 @@ def format_size(n: int) -> str:
     """Human-readable binary size, e.g. ``1.5 GiB``."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+        if abs(value) < KiB or unit == "TiB":
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= KiB
     raise AssertionError("unreachable")

@@ -47,10 +47,12 @@ def _fuse_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def loop_support() -> None:
-    """Skip the requesting test unless loop devices can be created here."""
+def loop_support(request: pytest.FixtureRequest) -> None:
+    """Skip the requesting test unless loop devices can be created here; keep a udevd running
+    for them (the safety gate refuses a device udev has no record of)."""
     if (why := _loop_unavailable()) is not None:
         pytest.skip(why)
+    request.getfixturevalue("udevd")
 
 
 @pytest.fixture(scope="session")

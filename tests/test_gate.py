@@ -8,10 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fdffd.config import DrivesSection
-from fdffd.devices.facts import DeviceFacts, clean_untrusted
+from fdffd.devices.facts import DeviceFacts
 from fdffd.job.gate import evaluate
+from fdffd.sizes import GiB
+from fdffd.text import clean_udev
 
-GiB = 1 << 30
+NO_UDEV = "no udev data for block device 8:16: udev has no record of it; is systemd-udevd running?"
 USB = DeviceFacts(
     path="/dev/sdz",
     name="sdz",
@@ -39,12 +41,25 @@ def test_each_hard_rule_names_itself() -> None:
         "held": replace(USB, holders=("dm-0",)),
         "no-media": replace(USB, size_bytes=0),
         "read-only": replace(USB, read_only=True),
+        "no-udev-data": replace(USB, udev_missing=NO_UDEV),
     }
     for rule, facts in cases.items():
         refusal = evaluate(facts, POLICY)
         assert refusal is not None and refusal.rule == rule, (rule, refusal)
     assert "/media/stick" in evaluate(cases["mounted"], POLICY).detail  # type: ignore[union-attr]
     assert "write-protected" in evaluate(cases["read-only"], POLICY).detail  # type: ignore[union-attr]
+    assert "systemd-udevd" in evaluate(cases["no-udev-data"], POLICY).detail  # type: ignore[union-attr]
+
+
+def test_without_udev_data_even_an_allowed_loop_device_is_refused() -> None:
+    """No udev data: refused by its own rule, whatever the bus and policy say."""
+    loop = replace(USB, bus="loop", name="loop3", port="loop:/dev/shm/t/a.img")
+    lax = DrivesSection(allow_loop=True, buses=["usb", "ata", "nvme"], min_size=0)
+    assert evaluate(loop, lax) is None
+    for facts in (replace(loop, udev_missing=NO_UDEV), replace(USB, udev_missing=NO_UDEV)):
+        refusal = evaluate(facts, lax)
+        assert refusal is not None and refusal.rule == "no-udev-data"
+        assert refusal.detail == NO_UDEV
 
 
 def test_policy_rules() -> None:
@@ -75,6 +90,7 @@ facts_strategy = st.builds(
     swap=st.lists(st.just("/dev/sdq2"), max_size=1).map(tuple),
     holders=st.lists(st.sampled_from(["dm-0", "md127"]), max_size=2).map(tuple),
     hosts=st.lists(st.sampled_from(["root", "state_dir", "payload_dir"]), max_size=3).map(tuple),
+    udev_missing=st.sampled_from(["", "", NO_UDEV]),
 )
 policy_strategy = st.builds(
     DrivesSection,
@@ -94,6 +110,7 @@ def test_admitted_devices_break_no_rule(facts: DeviceFacts, policy: DrivesSectio
         return
     assert facts.exists and facts.is_block and facts.whole_disk
     assert not (facts.mounted or facts.swap or facts.holders or facts.hosts or facts.read_only)
+    assert not facts.udev_missing
     assert policy.min_size <= facts.size_bytes <= policy.max_size and facts.size_bytes > 0
     assert (facts.bus == "loop" and policy.allow_loop) or (
         facts.bus != "loop" and facts.bus in policy.buses
@@ -103,7 +120,8 @@ def test_admitted_devices_break_no_rule(facts: DeviceFacts, policy: DrivesSectio
 @settings(max_examples=200, deadline=None)
 @given(facts=facts_strategy)
 def test_no_policy_switches_off_a_hard_rule(facts: DeviceFacts) -> None:
-    """The most permissive policy still refuses a mounted, held, swap, system or read-only disk."""
+    """The most permissive policy still refuses a mounted, held, swap, system or read-only disk,
+    and one udev has no record of."""
     lax = DrivesSection(
         buses=["usb", "ata", "nvme", "mmc"], allow_loop=True, min_size=0, max_size=1 << 60
     )
@@ -114,6 +132,7 @@ def test_no_policy_switches_off_a_hard_rule(facts: DeviceFacts) -> None:
         or facts.hosts
         or facts.read_only
         or not facts.whole_disk
+        or facts.udev_missing
     ):
         assert evaluate(facts, lax) is not None
 
@@ -121,11 +140,11 @@ def test_no_policy_switches_off_a_hard_rule(facts: DeviceFacts) -> None:
 @given(st.text(max_size=200))
 def test_untrusted_strings_are_cleaned(untrusted: str) -> None:
     """Vendor and model strings lose control characters and stay short."""
-    out = clean_untrusted(untrusted)
+    out = clean_udev(untrusted)
     assert len(out) <= 64
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in out)
 
 
 def test_udev_escapes_are_decoded() -> None:
     """udev's \\x20 escapes in ID_VENDOR_ENC come out as spaces."""
-    assert clean_untrusted("SanDisk\\x20Ultra\\x1b[31m") == "SanDisk Ultra[31m"
+    assert clean_udev("SanDisk\\x20Ultra\\x1b[31m") == "SanDisk Ultra[31m"

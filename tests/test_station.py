@@ -150,7 +150,7 @@ def test_hotplug_monitor_is_recreated_after_it_dies(
     enumerates the disks again, and goes on seeing new drives."""
     import pyudev
 
-    from fdffd.devices.facts import _disk_of_devnum
+    from fdffd.devices.sysfs import disk_of_devnum
     from fdffd.station.hotplug import DiskEvent, HotplugWatch
 
     real_poll = pyudev.Monitor.poll
@@ -171,7 +171,7 @@ def test_hotplug_monitor_is_recreated_after_it_dies(
             time.sleep(0.05)
         assert watch.restarts == 1
         st = os.stat("/")
-        root_disk = _disk_of_devnum((os.major(st.st_dev), os.minor(st.st_dev)))
+        root_disk = disk_of_devnum((os.major(st.st_dev), os.minor(st.st_dev)))
         if root_disk:  # the disk under / is there both times: it is enumerated twice
 
             def enumerated() -> int:

@@ -1,15 +1,16 @@
 """The station's keys: the Ed25519 signing key of the audit log and the serial HMAC secret.
 
-Files in the state dir, created on first use:
+Files in the state dir (named in ``fdffd.statedir``), created on first use:
 
 - ``station.key``: Ed25519 private key, PEM (PKCS#8, unencrypted), mode 0600.
 - ``station.pub``: its public key, PEM (SubjectPublicKeyInfo), mode 0644.  Give this to
   auditors; ``fdffctl audit verify`` needs nothing else.
 - ``serial.secret``: 32 random bytes, raw, mode 0600.  Keyed hash of drive serials.
 
-Creation is atomic and race-free: each file is written to a private temp file, fsynced, then
-``os.link``-ed to its final name.  ``link`` fails if the name exists, so when two processes
-start at once exactly one wins and both then read the winner's file.
+Creation is atomic and race-free (``fdffd.fsutil.create_exclusive``): each file is written to
+a private temp file, fsynced, then ``os.link``-ed to its final name.  ``link`` fails if the name
+exists, so when two processes start at once exactly one wins and both then read the winner's
+file.
 
 Secret files are refused when they are not regular files, are group- or world-accessible, or
 are owned by anyone but root (or the effective user of this process, for unprivileged tests
@@ -18,13 +19,11 @@ and tools).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import hmac
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fdffd.errors import AuditError
-from fdffd.fsutil import fsync_dir, write_all
+from fdffd.fsutil import create_exclusive
+from fdffd.statedir import StateDir
 
-PRIVATE_KEY_NAME = "station.key"
-PUBLIC_KEY_NAME = "station.pub"
-SERIAL_SECRET_NAME = "serial.secret"
 SERIAL_SECRET_BYTES = 32
 
 _MAX_KEY_FILE = 64 * 1024
@@ -48,8 +45,9 @@ def normalise_serial(serial: str) -> str:
     """The form of a serial number that is hashed: surrounding whitespace and NULs removed.
 
     Case and inner characters are kept: USB serials are case-sensitive strings.  Callers must
-    pass the serial from the same source every time (the sysfs ``serial`` attribute, not udev's
-    ``ID_SERIAL_SHORT``, which replaces spaces with underscores).
+    pass the serial from the same source every time: fdffd passes the one the gate's facts
+    hold (``fdffd.devices.udev.disk_identity``: udev's ``ID_SERIAL_SHORT``, else the kernel's
+    sysfs ``serial`` attribute), so a drive's HMAC is the same on every station.
     """
     return serial.strip().strip("\x00").strip()
 
@@ -119,7 +117,8 @@ class StationKeys:
                 path=state_dir, detail=f"cannot create state dir: {exc.strerror}"
             ) from exc
 
-        key_path = state_dir / PRIVATE_KEY_NAME
+        files = StateDir(state_dir)
+        key_path = files.private_key
         pem = _read_or_create_secret(key_path, _new_private_key_pem)
         try:
             private = serialization.load_pem_private_key(pem, password=None)
@@ -129,7 +128,7 @@ class StationKeys:
             raise AuditError(path=key_path, detail="private key is not Ed25519")
         public = private.public_key()
 
-        pub_path = state_dir / PUBLIC_KEY_NAME
+        pub_path = files.public_key
         pub_pem = public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -142,7 +141,7 @@ class StationKeys:
                 "cannot check (remove the stale public key if the private key is right)",
             )
 
-        secret_path = state_dir / SERIAL_SECRET_NAME
+        secret_path = files.serial_secret
         secret = _read_or_create_secret(secret_path, lambda: os.urandom(SERIAL_SECRET_BYTES))
         if len(secret) != SERIAL_SECRET_BYTES:
             raise AuditError(
@@ -237,28 +236,12 @@ def _create_exclusive(path: Path, data: bytes, mode: int) -> bool:
     """Atomically create ``path`` holding ``data``; False if it already existed.
 
     The content is complete and fsynced before the name appears, so a reader never sees a
-    half-written key, and ``os.link`` refuses to replace an existing file.
+    half-written key, and ``os.link`` refuses to replace an existing file
+    (:func:`fdffd.fsutil.create_exclusive`).
     """
     if path.exists():
         return False  # nothing to write: a read-only or full state dir is no error then
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return create_exclusive(path, data, mode=mode)
     except OSError as exc:
         raise AuditError(path=path, detail=f"cannot create: {exc.strerror}") from exc
-    try:
-        try:
-            os.fchmod(fd, mode)
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp_name, path)
-        except FileExistsError:
-            return False
-        fsync_dir(path.parent)
-        return True
-    except OSError as exc:
-        raise AuditError(path=path, detail=f"cannot create: {exc.strerror}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)

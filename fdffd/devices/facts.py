@@ -1,34 +1,51 @@
 """Gather the facts the safety gate decides on: sysfs, mountinfo, swaps, holders, udev.
 
-This module only observes; ``fdffd.job.gate`` decides.  Strings read from the drive
-(vendor, model, serial) are untrusted and are cleaned before anything else sees them.
+This module only observes; ``fdffd.job.gate`` decides.  ``gather`` is a list of named
+steps, each reading one kind of fact.  Strings read from the drive (vendor, model, serial)
+are untrusted and are cleaned (``fdffd.text``) before anything else sees them.  udev's
+data comes from the one udev adapter (``fdffd.devices.udev``); when it has none, the facts
+say so in ``udev_missing`` and the gate refuses the drive.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..text import clean_untrusted
 from .blockdev import read_only_flag
+from .sysfs import (
+    SYS_BLOCK,
+    Devnum,
+    Mount,
+    current_mounts,
+    devnum_attr,
+    devnum_of_path,
+    disk_of_devnum,
+    loop_backing,
+    loop_names,
+    loop_port,
+    may_hold_device_node,
+    mount_devnums,
+    parse_mountinfo,
+    rdev,
+    read_attr,
+    swap_areas,
+    sysfs_dir,
+)
+from .udev import UDEV_WAIT, DiskIdentity, UdevData, disk_identity, is_loop, lookup
 
-SYS_BLOCK = Path("/sys/class/block")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_UDEV_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
-
-
-def clean_untrusted(untrusted: str | None, limit: int = 64) -> str:
-    """Make a drive-supplied string safe for logs, terminals and records: decode udev's
-    ``\\xNN`` escapes, drop control characters, collapse blanks, cap the length."""
-    if not untrusted:
-        return ""
-    s = _UDEV_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), untrusted)
-    s = _CONTROL.sub("", s)
-    s = " ".join(s.split())
-    return s[:limit]
+__all__ = [
+    "DeviceFacts",
+    "Mount",
+    "disk_of_devnum",
+    "gather",
+    "loop_port",
+    "parse_mountinfo",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,7 @@ class DeviceFacts:
     exists: bool = True
     is_block: bool = True
     whole_disk: bool = True
-    devnum: tuple[int, int] = (0, 0)
+    devnum: Devnum = (0, 0)
     bus: str = ""
     port: str = ""
     size_bytes: int = 0
@@ -56,165 +73,176 @@ class DeviceFacts:
     model: str = ""
     serial: str = ""
     udev: dict[str, str] = field(default_factory=dict)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _udev_properties(path: str) -> dict[str, str]:
-    """Properties from the udev database when udev knows the device, else {}."""
-    try:
-        import pyudev
-
-        ctx = pyudev.Context()
-        dev = pyudev.Devices.from_device_file(ctx, path)
-        return {str(k): str(v) for k, v in dev.properties.items()}
-    except Exception:
-        return {}
-
-
-def _devnum_of_path(p: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(p)
-    except OSError:
-        return None
-    return (os.major(st.st_dev), os.minor(st.st_dev))
-
-
-def _disk_of_devnum(devnum: tuple[int, int]) -> str | None:
-    """The whole-disk name holding block device ``major:minor`` (a partition's parent)."""
-    if devnum[0] == 0:
-        return None  # tmpfs, overlay and friends live on no disk
-    link = Path(f"/sys/dev/block/{devnum[0]}:{devnum[1]}")
-    try:
-        real = link.resolve(strict=True)
-    except OSError:
-        return None
-    if (real / "partition").exists():
-        return real.parent.name
-    return real.name
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as ``\\ooo``."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+    #: what udev data is missing and what to do ("" when udev knows the device)
+    udev_missing: str = ""
 
 
 @dataclass(frozen=True)
-class Mount:
-    devnum: tuple[int, int]
-    mount_point: str
-    source: str
+class _Disk:
+    """A block device the kernel knows, found by its number."""
+
+    path: str
+    name: str  # the kernel's name (from sysfs), not the node's
+    devnum: Devnum
+    sysdir: Path
+
+    @property
+    def whole(self) -> bool:
+        return not (self.sysdir / "partition").exists()
 
 
-def parse_mountinfo(text: str) -> list[Mount]:
-    """The mounts of a ``/proc/self/mountinfo`` text: device number, mount point, source."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 5 or ":" not in parts[2]:
-            continue
-        major, _, minor = parts[2].partition(":")
-        if not (major.isdigit() and minor.isdigit()):
-            continue
-        source = ""
-        if "-" in parts[5:]:
-            rest = parts[parts.index("-", 5) + 1 :]
-            source = _unescape(rest[1]) if len(rest) > 1 else ""
-        out.append(Mount((int(major), int(minor)), _unescape(parts[4]), source))
-    return out
+@dataclass(frozen=True)
+class _Members:
+    """The disk and its partitions: what a mount, swap or holder may sit on."""
+
+    names: tuple[str, ...]
+    partitions: tuple[str, ...]
+    devnums: frozenset[Devnum]
 
 
-def _rdev(path: str) -> tuple[int, int] | None:
-    """``major:minor`` of the block device node at ``path``, or None."""
+def gather(
+    path: str, *, state_dir: Path, payload_dir: Path, udev_wait: float = UDEV_WAIT
+) -> DeviceFacts:
+    """Observe ``path`` and the system around it."""
+    found = _find_disk(path)
+    if isinstance(found, DeviceFacts):
+        return found
+    disk = found
+    members = _members(disk)
+    mounts = current_mounts()
+    udev = lookup(disk.devnum, wait=udev_wait)
+    size = int(read_attr(disk.sysdir / "size") or 0) * 512
+    identity = _identity(disk, udev)
+    return DeviceFacts(
+        path=path,
+        name=disk.name,
+        whole_disk=disk.whole,
+        devnum=disk.devnum,
+        bus=identity.bus,
+        port=identity.port,
+        size_bytes=size,
+        read_only=_read_only(disk),
+        partitions=members.partitions,
+        mounted=_mounted(members, mounts),
+        swap=_swap(members),
+        holders=_holders(members, mounts),
+        hosts=_hosts(disk.name, mounts, state_dir=state_dir, payload_dir=payload_dir),
+        exclusive=_exclusive_open_possible(path) if size else True,
+        diskseq=_diskseq(disk, udev),
+        vendor=identity.vendor,
+        model=identity.model,
+        serial=identity.serial,
+        udev=dict(udev.properties),
+        udev_missing=udev.missing,
+    )
+
+
+# --- the steps -------------------------------------------------------------------------------
+
+
+def _find_disk(path: str) -> _Disk | DeviceFacts:
+    """The block device at ``path``, or the facts of what is there instead (nothing, no
+    block device, a number the kernel no longer knows)."""
+    name = os.path.basename(os.path.realpath(path))
     try:
         st = os.stat(path)
     except (OSError, ValueError):
-        return None
+        return DeviceFacts(path=path, name=name, exists=False, is_block=False)
     if not stat.S_ISBLK(st.st_mode):
-        return None
-    return (os.major(st.st_rdev), os.minor(st.st_rdev))
+        return DeviceFacts(path=path, name=name, is_block=False)
+    devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    sysdir = sysfs_dir(devnum)
+    if sysdir is None:  # the kernel does not know this device number (gone meanwhile)
+        return DeviceFacts(path=path, name=name, exists=False, devnum=devnum)
+    return _Disk(path, sysdir.name, devnum, SYS_BLOCK / sysdir.name)
 
 
-def _mount_devnums(mounts: list[Mount]) -> list[tuple[tuple[int, int], str]]:
-    """(block device, mount point) of every mount.  The device is the mount's ``st_dev``,
-    and also its source device when that differs: btrfs, for one, gives its mounts an
-    anonymous ``0:N`` device, and only the source names the disk."""
-    out = []
-    for m in mounts:
-        out.append((m.devnum, m.mount_point))
-        if m.source.startswith("/dev/"):
-            src = _rdev(m.source)
-            if src is not None and src != m.devnum:
-                out.append((src, m.mount_point))
-    return out
+def _members(disk: _Disk) -> _Members:
+    partitions: tuple[str, ...] = ()
+    if disk.whole:
+        partitions = tuple(
+            sorted(p.name for p in disk.sysdir.iterdir() if (p / "partition").exists())
+        )
+    names = (disk.name, *partitions)
+    devnums = frozenset(dn for dn in map(devnum_attr, names) if dn is not None)
+    return _Members(names, partitions, devnums)
 
 
-def _mounts_of(mounts: list[Mount], devnum: tuple[int, int]) -> list[Mount]:
-    return [m for m in mounts if m.devnum == devnum]
+def _mounted(members: _Members, mounts: list[Mount]) -> tuple[str, ...]:
+    """Mount points on the disk or one of its partitions."""
+    return tuple(dict.fromkeys(mp for dn, mp in mount_devnums(mounts) if dn in members.devnums))
 
 
-def _loops_backed_by(member_devnums: dict[tuple[int, int], str]) -> list[str]:
+def _swap(members: _Members) -> tuple[str, ...]:
+    """Swap areas on the disk or one of its partitions (by device number, or by the name a
+    ``/dev`` path resolves to)."""
+    found = []
+    for area in swap_areas():
+        real = Path(area).resolve().name if area.startswith("/dev/") else ""
+        if rdev(area) in members.devnums or real in members.names:
+            found.append(area)
+    return tuple(found)
+
+
+def _holders(members: _Members, mounts: list[Mount]) -> tuple[str, ...]:
+    """dm/md/LVM devices holding the disk or a partition, and loop devices over them."""
+    holders: list[str] = []
+    for m in members.names:
+        hdir = SYS_BLOCK / m / "holders"
+        if hdir.is_dir():
+            holders.extend(h.name for h in hdir.iterdir())
+    holders.extend(_loops_backed_by(members.devnums, mounts))
+    return tuple(sorted(set(holders)))
+
+
+def _loops_backed_by(devnums: frozenset[Devnum], mounts: list[Mount]) -> list[str]:
     """Loop devices whose backing file is the disk or one of its partitions: the kernel
     lists no holder for them and the loop driver does not claim its backing device, yet
     wiping the disk would pull the ground from under them."""
     found = []
-    for entry in sorted(SYS_BLOCK.glob("loop*")):
-        backing = _read(entry / "loop" / "backing_file").removesuffix(" (deleted)")
-        # only device nodes: a stat of a regular backing file could wait on a FUSE server
-        # (a fake drive's, a stuck one's) and hang the job of an unrelated drive
-        if backing.startswith("/dev/") and _rdev(backing) in member_devnums:
-            found.append(f"{entry.name} (a loop device over {backing})")
+    for name in loop_names():
+        backing = loop_backing(name)
+        # only where a device node can be: a stat of another drive's FUSE file (a fake
+        # drive's, a stuck one's) could wait on its server and hang this job
+        if may_hold_device_node(backing, mounts) and rdev(backing) in devnums:
+            found.append(f"{name} (a loop device over {backing})")
     return found
 
 
-def _swap_devices() -> list[str]:
-    lines = _read(Path("/proc/swaps")).splitlines()[1:]
-    return [ln.split()[0] for ln in lines if ln.split()]
+def _hosts(
+    name: str, mounts: list[Mount], *, state_dir: Path, payload_dir: Path
+) -> tuple[str, ...]:
+    """Which of ``/``, the state dir and the payload dir live on disk ``name``."""
+    hosts = []
+    for label, p in (("root", Path("/")), ("state_dir", state_dir), ("payload_dir", payload_dir)):
+        if name in _disks_under(p, mounts):
+            hosts.append(label)
+    return tuple(hosts)
 
 
-def _bus_from_sysfs(sysdir: Path, name: str) -> str:
-    if name.startswith("loop"):
-        return "loop"
+def _disks_under(p: Path, mounts: list[Mount]) -> set[str | None]:
+    """The disks holding ``p`` (or its nearest existing parent)."""
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    dn = devnum_of_path(probe)
+    if dn is None:
+        return set()
+    disks = {disk_of_devnum(dn)}
+    if dn[0] == 0:  # btrfs and friends: the mount's source names the disk
+        on_it = [m for m in mounts if m.devnum == dn]
+        disks |= {disk_of_devnum(src) for src, _ in mount_devnums(on_it)}
+    return disks
+
+
+def _read_only(disk: _Disk) -> bool:
+    """The kernel's read-only flag (sysfs ``ro``), or ``BLKROGET`` when sysfs says writable."""
+    if read_attr(disk.sysdir / "ro") == "1":
+        return True
     try:
-        real = str(sysdir.resolve())
+        return read_only_flag(disk.path)
     except OSError:
-        return ""
-    for marker, bus in (
-        ("/usb", "usb"),
-        ("/mmc", "mmc"),
-        ("/nvme", "nvme"),
-        ("/ata", "ata"),
-        ("/virtio", "virtio"),
-        ("/scsi", "scsi"),
-    ):
-        if marker in real:
-            return bus
-    return ""
-
-
-def loop_port(name: str) -> str:
-    """A loop device's "port" is the file it is attached to (``loop:/path``), so that
-    ``drives.ports`` globs can confine the demo and tests to the loop devices they made."""
-    backing = _read(SYS_BLOCK / name / "loop" / "backing_file")
-    return f"loop:{backing}" if backing else ""
-
-
-def _sysfs_dir(devnum: tuple[int, int]) -> Path | None:
-    """The device's own sysfs directory, found by its number: a node's *name* proves
-    nothing (``mknod /tmp/stick b 8 1`` is ``sda1`` under another name)."""
-    try:
-        real = Path(f"/sys/dev/block/{devnum[0]}:{devnum[1]}").resolve(strict=True)
-    except OSError:
-        return None
-    return real if (real / "dev").exists() else None
+        return False
 
 
 def _exclusive_open_possible(path: str) -> bool:
@@ -229,109 +257,21 @@ def _exclusive_open_possible(path: str) -> bool:
     return True
 
 
-def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
-    """Observe ``path`` and the system around it."""
-    name = os.path.basename(os.path.realpath(path))
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return DeviceFacts(path=path, name=name, exists=False, is_block=False)
-    if not stat.S_ISBLK(st.st_mode):
-        return DeviceFacts(path=path, name=name, is_block=False)
-    devnum = (os.major(st.st_rdev), os.minor(st.st_rdev))
-    found = _sysfs_dir(devnum)
-    if found is None:  # the kernel does not know this device number (gone meanwhile)
-        return DeviceFacts(path=path, name=name, exists=False, devnum=devnum)
-    name = found.name
-    sysdir = SYS_BLOCK / name
-    whole = not (sysdir / "partition").exists()
-    partitions = (
-        tuple(sorted(p.name for p in sysdir.iterdir() if (p / "partition").exists()))
-        if whole
-        else ()
+def _diskseq(disk: _Disk, udev: UdevData) -> int | None:
+    """The kernel's sequence number of the medium (sysfs first, then udev's copy)."""
+    text = read_attr(disk.sysdir / "diskseq") or udev.properties.get("DISKSEQ", "")
+    return int(text) if text.isdigit() else None
+
+
+def _identity(disk: _Disk, udev: UdevData) -> DiskIdentity:
+    """Bus and port from udev (a loop device's from the kernel), vendor and model from udev
+    or the kernel's SCSI attributes, all cleaned."""
+    ident = disk_identity(
+        disk.name, udev.properties, loop_port=loop_port(disk.name) if is_loop(disk.name) else ""
     )
-    members = [name, *partitions]
-    member_devnums: dict[tuple[int, int], str] = {}
-    for m in members:
-        dev = _read(SYS_BLOCK / m / "dev")
-        if ":" in dev:
-            a, b = dev.split(":")
-            member_devnums[(int(a), int(b))] = m
-
-    mounts = parse_mountinfo(_read(Path("/proc/self/mountinfo")))
-    mounted = tuple(dict.fromkeys(mp for dn, mp in _mount_devnums(mounts) if dn in member_devnums))
-
-    swap = []
-    for dev in _swap_devices():
-        dn = _devnum_of_path(Path(dev)) if dev.startswith("/dev/") else None
-        real = Path(dev).resolve().name if dev.startswith("/dev/") else ""
-        try:
-            st_swap = os.stat(dev)
-            if stat.S_ISBLK(st_swap.st_mode):
-                dn = (os.major(st_swap.st_rdev), os.minor(st_swap.st_rdev))
-        except OSError:
-            pass
-        if (dn and dn in member_devnums) or real in members:
-            swap.append(dev)
-
-    holders: list[str] = []
-    for m in members:
-        hdir = SYS_BLOCK / m / "holders"
-        if hdir.is_dir():
-            holders.extend(h.name for h in hdir.iterdir())
-    holders.extend(_loops_backed_by(member_devnums))
-
-    hosts = []
-    for label, p in (("root", Path("/")), ("state_dir", state_dir), ("payload_dir", payload_dir)):
-        probe = p
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        dn = _devnum_of_path(probe)
-        disks = {_disk_of_devnum(dn)} if dn else set()
-        if dn and dn[0] == 0:  # btrfs and friends: the mount's source names the disk
-            disks |= {_disk_of_devnum(src) for src, _ in _mount_devnums(_mounts_of(mounts, dn))}
-        if name in disks:
-            hosts.append(label)
-
-    size = int(_read(sysdir / "size") or 0) * 512
-    exclusive = _exclusive_open_possible(path) if size else True
-    ro = _read(sysdir / "ro") == "1"
-    if not ro:
-        try:
-            ro = read_only_flag(path)
-        except OSError:
-            pass
-
-    props = _udev_properties(path)
-    bus = props.get("ID_BUS", "") or _bus_from_sysfs(sysdir, name)
-    if name.startswith("loop"):
-        bus = "loop"
-    diskseq_s = props.get("DISKSEQ") or _read(sysdir / "diskseq")
-    vendor = (
-        props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR") or _read(sysdir / "device" / "vendor")
-    )
-    model = props.get("ID_MODEL_ENC") or props.get("ID_MODEL") or _read(sysdir / "device" / "model")
-    serial = props.get("ID_SERIAL_SHORT") or _read(sysdir / "device" / "serial")
-    if name.startswith("loop") and not vendor:
+    vendor = ident.vendor or clean_untrusted(read_attr(disk.sysdir / "device" / "vendor"), 64)
+    model = ident.model or clean_untrusted(read_attr(disk.sysdir / "device" / "model"), 64)
+    serial = ident.serial or clean_untrusted(read_attr(disk.sysdir / "device" / "serial"), 128)
+    if is_loop(disk.name) and not vendor:
         vendor, model = "Linux", "loop"
-    return DeviceFacts(
-        path=path,
-        name=name,
-        whole_disk=whole,
-        devnum=devnum,
-        bus=bus,
-        port=loop_port(name) if bus == "loop" else clean_untrusted(props.get("ID_PATH", ""), 128),
-        size_bytes=size,
-        read_only=ro,
-        partitions=partitions,
-        mounted=mounted,
-        swap=tuple(swap),
-        holders=tuple(sorted(set(holders))),
-        hosts=tuple(hosts),
-        exclusive=exclusive,
-        diskseq=int(diskseq_s) if diskseq_s.isdigit() else None,
-        vendor=clean_untrusted(vendor),
-        model=clean_untrusted(model),
-        serial=clean_untrusted(serial, 128),
-        udev=props,
-    )
+    return replace(ident, vendor=vendor, model=model, serial=serial)

@@ -24,8 +24,9 @@ import os
 import stat
 from pathlib import Path
 
+from ..text import clean_untrusted
 from .blockdev import BLKFLSBUF
-from .facts import clean_untrusted
+from .sysfs import read_attr
 
 #: result prefixes: stable words a caller (or a grep) can branch on
 POWERED_OFF = "powered off"
@@ -35,16 +36,9 @@ NOT_POWERED_OFF = "not powered off"
 SYS = Path("/sys")
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def _uevent(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    for line in _read(path / "uevent").splitlines():
+    for line in read_attr(path / "uevent").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             out[key] = value
@@ -93,9 +87,9 @@ def shared_with(usb_dir: Path, disk_name: str) -> list[str]:
 
 def _refusal(usb_dir: Path, disk_name: str) -> str | None:
     """Why this USB device must stay powered, or None."""
-    if usb_dir.name.startswith("usb") or _read(usb_dir / "devpath") == "0":
+    if usb_dir.name.startswith("usb") or read_attr(usb_dir / "devpath") == "0":
         return f"{usb_dir.name} is a root hub"
-    if _read(usb_dir / "bDeviceClass") == "09":
+    if read_attr(usb_dir / "bDeviceClass") == "09":
         return f"{usb_dir.name} is a hub"
     others = shared_with(usb_dir, disk_name)
     if others:
@@ -108,12 +102,12 @@ def _refusal(usb_dir: Path, disk_name: str) -> str | None:
 
 def describe(usb_dir: Path) -> str:
     """``1-1.3 (0781:5567 SanDisk Cruzer Blade)``, from untrusted sysfs strings."""
-    ids = f"{_read(usb_dir / 'idVendor')}:{_read(usb_dir / 'idProduct')}"
+    ids = f"{read_attr(usb_dir / 'idVendor')}:{read_attr(usb_dir / 'idProduct')}"
     names = " ".join(
         s
         for s in (
-            clean_untrusted(_read(usb_dir / "manufacturer"), 32),
-            clean_untrusted(_read(usb_dir / "product"), 48),
+            clean_untrusted(read_attr(usb_dir / "manufacturer"), 32),
+            clean_untrusted(read_attr(usb_dir / "product"), 48),
         )
         if s
     )

@@ -1,206 +1,61 @@
-"""File name rules for FAT32 and exFAT payloads, and FAT 8.3 short names.
+"""FAT 8.3 short names as Windows NT and later (10/11) create them when copying files.
 
-Pure functions, no I/O.  Two jobs:
+``assign_short_names`` and ``lfn_checksum`` (docs/imaging.md, "Short names"): fatgen103's basis
+name, built in an OEM code page (default CP949, Korean Windows; any Python codec works), with
+Windows' rules on top: embedded periods leave the primary part, characters the code page cannot
+hold (or that 8.3 forbids: ``+ , ; = [ ]``) become ``_`` and force a tail, a double-byte character
+is never split; tails ``~1`` to ``~4`` first, then Windows' hashed form (two basis characters,
+four hex digits of a checksum of the long name, ``~1``...).  A name that is not plain ASCII always
+keeps its long name (LFN entries), so phones and players that read short names in another code
+page never show it garbled.
 
-1. **Which names may go on a drive** (``check_component``, ``check_tree``).  A payload
-   name must survive the trip to every reader we care about (Windows, macOS, Linux,
-   Android, cheap media players) and the copy from the stick to the reader's own
-   disk.  So the rules are the union of what FAT/exFAT and Win32 forbid, plus two
-   portability limits:
-
-   - a component is at most 255 UTF-16 code units (the FAT LFN / exFAT limit) *and*
-     at most 255 bytes in UTF-8 (``NAME_MAX`` of ext4, f2fs and APFS: a longer name
-     reads fine from the stick but cannot be copied to a phone or a Linux disk; a
-     Hangul syllable is 3 UTF-8 bytes, so Korean names are limited to 85 syllables);
-   - a path is at most ``MAX_PATH_UNITS`` = 256 UTF-16 units (separators count one
-     each).  Win32 ``MAX_PATH`` is 260 units including the drive prefix ``X:\\`` and
-     the terminating NUL, so 256 units is the longest path Explorer and ordinary
-     Windows programs can open on the stick.  (Copying a folder *off* the stick into
-     a deeper place can still exceed it; no limit here can prevent that.)
-
-   Names must be NFC: Windows compares names code unit by code unit, so an NFD name
-   would look identical to, and yet differ from, what a Windows or Android user types.
-
-2. **FAT short names** (``assign_short_names``, ``lfn_checksum``) as Windows NT and
-   later (10/11) create them when copying files (docs/imaging.md, "Short names"):
-   fatgen103's basis name, built in an OEM code page (default CP949, Korean
-   Windows; any Python codec works), with Windows' rules on top: embedded periods
-   leave the primary part, characters the code page cannot hold (or that 8.3
-   forbids: ``+ , ; = [ ]``) become ``_`` and force a tail, a double-byte
-   character is never split; tails ``~1`` to ``~4`` first, then Windows' hashed
-   form (two basis characters, four hex digits of a checksum of the long name,
-   ``~1``...).  A name that is not plain ASCII always keeps its long name (LFN
-   entries), so phones and players that read short names in another code page
-   never show it garbled.
-
-Case-insensitive comparison (``fold_case``): FAT (Windows) and exFAT (its up-case
-table) both compare names after a *simple*, one-to-one up-casing of each UTF-16 code
-unit; characters outside the BMP are not up-cased.  We model that with Python's
-``str.upper`` restricted to BMP characters whose upper case is a single BMP
-character (so ``ß`` stays ``ß``, not ``SS``).  This matches the Windows / exFAT
-up-case table for every script a payload is likely to use (Latin, Greek, Cyrillic,
-Hangul and CJK have no case or simple mappings); an odd character where the tables
-disagree can only make two names collide here that Windows would keep apart, or
-the reverse for a handful of rarely used letters.
+The name rules themselves (which names may go on a drive, ``fold_case``) are in ``fdffd.names``;
+the ones the imaging writers and the payload store use are re-exported here.
 """
 
 from __future__ import annotations
 
-import functools
-import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from fdffd.errors import NameNotAllowedError
-
-#: FAT LFN and exFAT limit on one name, in UTF-16 code units.
-MAX_NAME_UNITS = 255
-#: ``NAME_MAX`` of the filesystems recipients copy to (ext4, f2fs, APFS), in UTF-8 bytes.
-MAX_NAME_UTF8_BYTES = 255
-#: Longest relative path (components joined by one separator), in UTF-16 code units.
-MAX_PATH_UNITS = 256
-
-_RESERVED_CHARS = frozenset('"*/:<>?\\|')
-_DEVICE_NAMES = frozenset(
-    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
-    | {f"COM{c}" for c in "0123456789¹²³"}
-    | {f"LPT{c}" for c in "0123456789¹²³"}
+from fdffd.names import (
+    MAX_NAME_UNITS,
+    MAX_NAME_UTF8_BYTES,
+    MAX_PATH_UNITS,
+    SHORT_NAME_CHARS,
+    check_component,
+    check_tree,
+    fold_case,
+    utf16_units,
 )
 
-# Characters allowed in a short name besides A-Z and 0-9 (fatgen103, "8.3 names");
-# lower-case letters are allowed in a *long* name that fits 8.3 and get the NT case bits.
-_SHORT_SPECIALS = frozenset("!#$%&'()-@^_`{}~")
-_SHORT_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") | _SHORT_SPECIALS
+__all__ = [
+    "CASE_LOWER_BASE",
+    "CASE_LOWER_EXT",
+    "DEFAULT_CODEPAGE",
+    "MAX_NAME_UNITS",
+    "MAX_NAME_UTF8_BYTES",
+    "MAX_NUMERIC_TAIL",
+    "MAX_PATH_UNITS",
+    "ShortName",
+    "assign_short_names",
+    "check_component",
+    "check_tree",
+    "fold_case",
+    "is_valid_short",
+    "lfn_checksum",
+    "native_short_name",
+    "utf16_units",
+    "windows_name_hash",
+]
 
-#: NT case bits in byte 0x0C of a short directory entry (used by Windows NT and later,
-#: Linux ``shortname=mixed``, macOS msdosfs, FatFs, mtools).
+_SHORT_UPPER = SHORT_NAME_CHARS
+
+# NT case bits (DIR_NTRes): the base / the extension is lower case in the long name
 CASE_LOWER_BASE = 0x08
 CASE_LOWER_EXT = 0x10
-
+#: the largest numeric tail fatgen103's algorithm allows (``~999999``)
 MAX_NUMERIC_TAIL = 999_999
-
-
-def utf16_units(name: str) -> int:
-    """Number of UTF-16 code units ``name`` takes (characters beyond the BMP take two)."""
-    return len(name) + sum(1 for ch in name if ord(ch) > 0xFFFF)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def fold_case(name: str) -> str:
-    """Up-case ``name`` the way FAT and exFAT compare names (see the module docstring)."""
-    if name.isascii():
-        return name.upper()
-    out = []
-    for ch in name:
-        if ord(ch) <= 0xFFFF:
-            up = ch.upper()
-            if len(up) == 1 and ord(up) <= 0xFFFF:
-                ch = up
-        out.append(ch)
-    return "".join(out)
-
-
-def _describe(ch: str) -> str:
-    try:
-        uname = unicodedata.name(ch)
-    except ValueError:
-        uname = "control character"
-    return f"U+{ord(ch):04X} ({uname})"
-
-
-def check_component(name: str, path: str) -> None:
-    """Raise ``NameNotAllowedError`` (about ``path``) unless ``name`` is a portable name."""
-
-    def refuse(detail: str) -> None:
-        raise NameNotAllowedError(path=path, detail=detail)
-
-    if name == "":
-        refuse("empty name (a doubled '/' or a '/' at the start or end of the path?)")
-    if name in (".", ".."):
-        refuse(f"'{name}' is not allowed as a name; give the path without it")
-    try:
-        name.encode("utf-16-le")
-    except UnicodeEncodeError:
-        refuse("name is not valid Unicode (it holds a lone surrogate); fix its encoding")
-    for ch in name:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            refuse(f"name holds the control character {_describe(ch)}; remove it")
-        if ch in _RESERVED_CHARS:
-            refuse(
-                f"name holds '{ch}', which FAT, exFAT and Windows do not allow in names "
-                '(reserved: " * / : < > ? \\ |); replace it, e.g. with "-"'
-            )
-    if not unicodedata.is_normalized("NFC", name):
-        refuse(
-            "name is not in Unicode NFC (e.g. Hangul stored as separate jamo, as macOS "
-            "does); normalise it to NFC, e.g. with unicodedata.normalize('NFC', name)"
-        )
-    if name.endswith("."):
-        refuse("name ends with '.', which Windows strips or refuses; remove the trailing dot")
-    if name.endswith(" "):
-        refuse("name ends with a space, which Windows strips or refuses; remove it")
-    stem = name.split(".", 1)[0].rstrip(" ").upper()
-    if stem in _DEVICE_NAMES:
-        refuse(
-            f"'{stem}' is a reserved device name on Windows (also with any extension); "
-            "rename it, e.g. with a prefix"
-        )
-    units = utf16_units(name)
-    if units > MAX_NAME_UNITS:
-        refuse(
-            f"name is {units} UTF-16 code units long; FAT32 and exFAT allow at most "
-            f"{MAX_NAME_UNITS}; shorten it"
-        )
-    nbytes = len(name.encode("utf-8"))
-    if nbytes > MAX_NAME_UTF8_BYTES:
-        refuse(
-            f"name is {nbytes} bytes in UTF-8; phones, Linux and macOS cannot copy names "
-            f"over {MAX_NAME_UTF8_BYTES} bytes (about 85 Hangul syllables); shorten it"
-        )
-
-
-def check_tree(paths: Iterable[str]) -> None:
-    """Check every component of every path, path lengths, and case-insensitive clashes.
-
-    ``paths`` are relative, '/'-separated paths of files and directories (a path listed
-    twice, or a directory listed and also implied by a file inside it, is fine).  Two
-    different names in one directory that are equal after ``fold_case`` are refused,
-    since FAT and exFAT would see them as the same name."""
-    seen: dict[tuple[str, str], str] = {}  # (parent, folded name) -> name as given
-    checked: set[str] = set()
-    for path in paths:
-        if path in checked:
-            continue
-        checked.add(path)
-        units = utf16_units(path)
-        if units > MAX_PATH_UNITS:
-            raise NameNotAllowedError(
-                path=path,
-                detail=(
-                    f"path is {units} UTF-16 code units long; Windows cannot open paths "
-                    f"over {MAX_PATH_UNITS} on a stick; shorten names or nest less deeply"
-                ),
-            )
-        parts = path.split("/")
-        parent = ""
-        for i, part in enumerate(parts):
-            sub = "/".join(parts[: i + 1])
-            if sub not in checked or i == len(parts) - 1:
-                check_component(part, path)
-            checked.add(sub)
-            key = (parent, fold_case(part))
-            other = seen.setdefault(key, part)
-            if other != part:
-                where = f"'{parent}'" if parent else "the top directory"
-                raise NameNotAllowedError(
-                    path=path,
-                    detail=(
-                        f"'{part}' and '{other}' in {where} differ only in letter case; "
-                        "FAT and exFAT treat them as the same name: rename one"
-                    ),
-                )
-            parent = sub
-
 
 # --- 8.3 short names ---------------------------------------------------------------------
 

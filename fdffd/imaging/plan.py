@@ -21,14 +21,15 @@ from . import footprint as fp
 from .dates import SEED_BYTES, CopyTimes, copy_times, draw_base_time
 from .exfat import build_exfat, copy_items
 from .fat32 import build_fat32
-from .fatdir import build_tree, copy_order
+from .fatdir import MAX_FILE_BYTES, build_tree, copy_order
 from .names import DEFAULT_CODEPAGE
 from .partition import DISK_ID_BYTES, PartitionLayout, plan_partition
 from .types import Extent, Fill, Source, Tree, VolumeLayout, Zeros
 
 #: ``auto`` makes FAT32 up to this usable size and exFAT above (Android's rule).
 FAT32_AUTO_LIMIT = fp.ANDROID_EXFAT_ABOVE_BYTES
-FAT32_FILE_LIMIT = (4 << 30) - 1
+#: the largest file FAT32 holds (its directory entries keep a 32-bit size)
+FAT32_FILE_LIMIT = MAX_FILE_BYTES
 #: random bytes a plan needs: the disk identifier (GPT GUIDs), then the seed of the
 #: timestamp spread (which also gives the format time's sub-second part)
 ID_BYTES = DISK_ID_BYTES + SEED_BYTES

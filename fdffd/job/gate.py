@@ -1,11 +1,13 @@
 """The safety gate: may fdffd write to this device?  A pure function of plain facts.
 
-Hard rules come first and no configuration switches them off (DESIGN.md, decision 3):
-whole disks only; nothing mounted, used as swap or held (LVM, dm, md); never the disk
-holding ``/``, the state dir or the payload dir; write-protected media is refused with
-a message that says so; ``O_EXCL`` must succeed.  Then policy: allowed buses, port
-globs, size bounds.  ``O_EXCL`` is tried when the facts are gathered (``exclusive``) and
-again when the job opens the disk, which keeps it exclusively for the whole job.
+Hard rules come first and no configuration switches them off (docs/pipeline.md, "The
+safety gate"): whole disks only; nothing mounted, used as swap or held (LVM, dm, md);
+never the disk holding ``/``, the state dir or the payload dir; write-protected media is
+refused with a message that says so; ``O_EXCL`` must succeed; and udev must know the
+device, since the bus and port the policy matches come from udev.  Then policy: allowed
+buses, port globs, size bounds.  ``O_EXCL`` is tried when the facts are gathered
+(``exclusive``) and again when the job opens the disk, which keeps it exclusively for the
+whole job.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def _hard_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
         return Refusal(
             "read-only", "write-protected: the drive refuses writes (flip its lock switch)"
         )
+    if f.udev_missing:
+        # without udev, bus and port are unknown: a guess could admit the station's own disk
+        return Refusal("no-udev-data", f.udev_missing)
     return None
 
 
@@ -78,8 +83,8 @@ def _policy_rules(f: DeviceFacts, policy: DrivesSection) -> Refusal | None:
         if not policy.allow_loop:
             return Refusal("bus", "a loop device, and drives.allow_loop is false")
     elif f.bus not in policy.buses:
-        bus = f.bus or "unknown"
-        return Refusal("bus", f"on bus {bus!r}, not in drives.buses {policy.buses}")
+        bus = repr(f.bus) if f.bus else "unknown (udev names no ID_BUS)"
+        return Refusal("bus", f"on bus {bus}, not in drives.buses {policy.buses}")
     if policy.ports and not any(fnmatchcase(f.port, glob) for glob in policy.ports):
         return Refusal("port", f"port {f.port or 'unknown'!r} matches no glob in drives.ports")
     if f.size_bytes < policy.min_size:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..devices.facts import clean_untrusted, loop_port
+from ..devices.sysfs import loop_port
+from ..devices.udev import disk_identity, is_loop
 from ..log import get_logger
 
 
@@ -51,17 +52,17 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
         # its size and port, read from sysfs now, would be the new medium's, under the old
         # DISKSEQ, and make two jobs of one insertion.  The new medium's own event follows.
         return None
-    bus = "loop" if name.startswith("loop") else str(props.get("ID_BUS", ""))
+    ident = disk_identity(name, props, loop_port=loop_port(name) if is_loop(name) else "")
     return DiskEvent(
         action=action,
         device=str(dev.device_node or f"/dev/{name}"),
         name=name,
         diskseq=int(seq) if seq and str(seq).isdigit() else None,
         size_bytes=size,
-        port=loop_port(name) if bus == "loop" else clean_untrusted(props.get("ID_PATH", ""), 128),
-        bus=bus,
-        vendor=clean_untrusted(props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR", "")),
-        model=clean_untrusted(props.get("ID_MODEL_ENC") or props.get("ID_MODEL", "")),
+        port=ident.port,
+        bus=ident.bus,
+        vendor=ident.vendor,
+        model=ident.model,
     )
 
 

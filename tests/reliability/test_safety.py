@@ -1,8 +1,8 @@
-"""Safety: the gate decides as DESIGN.md decision 3 says, and a refused drive keeps every byte.
+"""Safety: the gate decides as the safety rules say, and a refused drive keeps every byte.
 
-Three layers:
+The rules are those of docs/pipeline.md ("admit: the safety gate"). Three layers:
 
-- an **oracle**, written here from a plain reading of decision 3 and independent of
+- an **oracle**, written here from a plain reading of those rules and independent of
   ``fdffd.job.gate``, compared with the gate over generated device facts and policies;
 - **live combinations** on real loop devices (mounted, swap, partitioned, held, read-only,
   hosting the state dir, and policy), where the expected decision comes from what the test
@@ -15,10 +15,12 @@ Only loop devices (and a dm device over one) that these tests create are ever to
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -31,24 +33,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fdffd.config import DrivesSection, config_from_dict
+from fdffd.config import DrivesSection, config_from_dict, load_config
 from fdffd.devices.blockdev import BlockDevice
 from fdffd.devices.facts import DeviceFacts, gather, parse_mountinfo
 from fdffd.errors import ConfigError, RefusedError
 from fdffd.job.gate import evaluate
+from fdffd.sizes import GiB, MiB
 from fdffd_testkit.loopdev import LoopDevice, loop_device
 
 from ..cli_util import device_sha256, fdffctl, write_config
 from .support import FULL, RELIABILITY_SETTINGS, Tally
 
-MiB = 1 << 20
-GiB = 1 << 30
+#: what the udev adapter says when udev has no record of a device
+NO_UDEV = (
+    "no udev data for block device 8:16: udev has no record of it in /run/udev/data "
+    "(waited 2 s); is systemd-udevd running?"
+)
 
-# --- the oracle: DESIGN.md decision 3, read plainly -------------------------------------
+# --- the oracle: the safety rules, read plainly -------------------------------------------
 
 #: "Hard rules that no config can switch off: whole disks only; nothing mounted, used as
 #: swap, or held (LVM, dm, md); never the disk holding /, the state dir or the payload dir;
-#: O_EXCL must succeed; write-protected media is refused with a message that says so."
+#: O_EXCL must succeed; write-protected media is refused with a message that says so;
+#: without udev data the drive is refused."
 #: (A device that does not exist, is no block device or has no medium is not a disk.)
 HARD = frozenset(
     {
@@ -62,6 +69,7 @@ HARD = frozenset(
         "exclusive",
         "read-only",
         "no-media",
+        "no-udev-data",
     }
 )
 #: "Policy: allowed buses (usb), optional port globs, size bounds."  Loop devices are a
@@ -70,7 +78,7 @@ POLICY = frozenset({"bus", "port", "size"})
 
 
 def broken_rules(f: DeviceFacts, p: DrivesSection) -> set[str]:
-    """Every rule of decision 3 that a device with facts ``f`` breaks under policy ``p``."""
+    """Every safety rule that a device with facts ``f`` breaks under policy ``p``."""
     broken = set()
     if not f.exists:
         broken.add("exists")
@@ -92,6 +100,8 @@ def broken_rules(f: DeviceFacts, p: DrivesSection) -> set[str]:
         broken.add("read-only")
     if f.size_bytes <= 0:
         broken.add("no-media")
+    if f.udev_missing:
+        broken.add("no-udev-data")
     allowed_bus = p.allow_loop if f.bus == "loop" else f.bus in p.buses
     if not allowed_bus:
         broken.add("bus")
@@ -115,6 +125,7 @@ def _names_the_problem(rule: str, f: DeviceFacts, p: DrivesSection, detail: str)
         "exclusive": lambda: ["O_EXCL"],
         "read-only": lambda: ["write-protected"],
         "no-media": lambda: ["no medium"],
+        "no-udev-data": lambda: ["no udev data", "systemd-udevd"],
         "bus": lambda: ["allow_loop"] if f.bus == "loop" else ["drives.buses"],
         "port": lambda: ["drives.ports"],
         "size": lambda: ["min_size" if f.size_bytes < p.min_size else "max_size"],
@@ -198,6 +209,7 @@ facts = st.builds(
         st.lists(st.sampled_from(["root", "state_dir", "payload_dir"]), min_size=1).map(tuple), ()
     ),
     exclusive=st.just(True) | st.booleans(),
+    udev_missing=st.just("") | st.just(NO_UDEV),
 )
 
 #: the tally fixture is one object for the session, so sharing it between examples is right
@@ -221,6 +233,7 @@ FAULTS: dict[str, dict[str, Any]] = {
     "O_EXCL fails": {"exclusive": False},
     "read-only": {"read_only": True},
     "no medium": {"size_bytes": 0},
+    "no udev data": {"udev_missing": NO_UDEV},
 }
 
 
@@ -252,7 +265,7 @@ def near_miss(draw: st.DrawFn) -> tuple[DeviceFacts, dict[str, Any]]:
 @settings(SETTINGS, max_examples=FAST_PURE)
 @given(case=st.one_of(st.tuples(facts, policies), near_miss()))
 def test_gate_matches_the_rules(case: tuple[DeviceFacts, dict[str, Any]], tally: Tally) -> None:
-    """Over generated facts and configs, the gate admits exactly what decision 3 admits."""
+    """Over generated facts and configs, the gate admits exactly what the rules admit."""
     f, p = case
     policy = _policy(p)
     rule = check_decision(f, policy)
@@ -589,6 +602,114 @@ def test_the_checksum_sees_a_write(
     tally.case("safety", "eligible control device", "processed, exit 0, sha256 changed")
 
 
+# --- without udev data -------------------------------------------------------------------------
+
+#: gather + gate in a process of its own; prints what it found and the events it logged
+_GATHER = """
+import json, sys
+from pathlib import Path
+if sys.argv[3] == "no-pyudev":
+    sys.modules["pyudev"] = None  # as on a machine without pyudev: import fails
+from structlog.testing import capture_logs
+from fdffd.config import DrivesSection
+from fdffd.devices.facts import gather
+from fdffd.job.gate import evaluate
+with capture_logs() as logs:
+    f = gather(sys.argv[1], state_dir=Path("/nonexistent/state"),
+               payload_dir=Path("/nonexistent/payloads"), udev_wait=float(sys.argv[2]))
+r = evaluate(f, DrivesSection(allow_loop=True, min_size=0))
+print(json.dumps({"bus": f.bus, "missing": f.udev_missing, "rule": r and r.rule,
+                  "detail": r and r.detail, "events": [e["event"] for e in logs]}))
+"""
+
+
+def _without_udev(*cmd: str, db: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a mount namespace of its own in which ``/run/udev`` is an empty tmpfs
+    (udev's database as a machine without udevd has it), holding only the ``db`` entries
+    given (name -> content).  Nothing outside the namespace sees the tmpfs."""
+    script = "mount -t tmpfs fdffd-test-no-udev /run/udev && mkdir /run/udev/data"
+    for name, content in (db or {}).items():
+        script += f" && printf '%b' '{content}' > /run/udev/data/{name}"
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    return subprocess.run(
+        [*unshare, "sh", "-c", f'{script} && exec "$@"', "sh", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _gather_json(run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def test_without_udev_data_the_drive_is_refused_and_untouched(
+    loop: Callable[..., LoopDevice], tmp_path: Path, tally: Tally
+) -> None:
+    """The same loop device is admitted while udev knows it, and refused by `no-udev-data`
+    (exit 6, the record says what is missing and what to do, no byte changed) when fdffctl
+    runs where udev's database is empty."""
+    dev = loop(SIZE)
+    facts = gather(dev.path, state_dir=tmp_path / "state", payload_dir=tmp_path / "payloads")
+    assert facts.udev_missing == "" and facts.udev, facts
+    cfg = _config(tmp_path, dev, {})
+    assert evaluate(facts, load_config(cfg).drives) is None
+    before = device_sha256(dev.path)
+    run = _without_udev(
+        sys.executable, "-m", "fdffd.cli.ctl", "process", dev.path, "--config", str(cfg), "--json"
+    )
+    assert run.returncode == 6, (run.stdout, run.stderr)
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    message = record["error"]["message"]
+    assert record["verdict"] == "refused" and "(rule: no-udev-data)" in message, message
+    assert "/run/udev/data" in message and "systemd-udevd" in message, message
+    assert device_sha256(dev.path) == before
+    tally.count("safety", "refused devices")
+    tally.count("safety", "refused untouched")
+    tally.case("safety", "no udev data", "refused (no-udev-data), exit 6, sha256 unchanged")
+
+
+def test_missing_udev_data_is_logged_by_name(loop: Callable[..., LoopDevice]) -> None:
+    """Each way of having no udev data is logged under its own event and named in the
+    refusal: no record, a record of an earlier medium, no udev library at all."""
+    dev = loop(SIZE)
+    devnum = os.stat(dev.path).st_rdev
+    entry = f"b{os.major(devnum)}:{os.minor(devnum)}"
+    cases = {
+        "udev.not_initialized": ({}, "has no record of it"),
+        "udev.stale": (
+            {entry: "S:disk/by-diskseq/1\\nI:1234\\nE:ID_BUS=usb\\n"},
+            "describes an earlier medium, diskseq 1",
+        ),
+    }
+    for event, (db, words) in cases.items():
+        run = _without_udev(sys.executable, "-c", _GATHER, dev.path, "0.2", "-", db=db)
+        found = _gather_json(run)
+        assert found["events"] == [event], found
+        assert found["rule"] == "no-udev-data" and words in found["detail"], found
+        assert found["bus"] == "loop", found  # the kernel's fact, even without udev
+    run = subprocess.run(
+        [sys.executable, "-c", _GATHER, dev.path, "0.2", "no-pyudev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = _gather_json(run)
+    assert found["events"] == ["udev.unavailable"], found
+    assert found["rule"] == "no-udev-data" and "udev library cannot be used" in found["detail"]
+    with_udev = _gather_json(
+        subprocess.run(
+            [sys.executable, "-c", _GATHER, dev.path, "2", "-"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    )
+    assert with_udev == {"bus": "loop", "missing": "", "rule": None, "detail": None, "events": []}
+
+
 # --- live combinations ------------------------------------------------------------------------
 
 
@@ -608,7 +729,7 @@ class Setup:
     max_size: int
 
     def expected(self) -> set[str]:
-        """The rules decision 3 says this device breaks: from what was built, not observed."""
+        """The rules this device breaks: from what was built, not observed."""
         broken = set()
         partitioned = self.content.startswith("part")
         if self.target_partition and partitioned:
