@@ -133,7 +133,8 @@ def media_kind_from_udev(props: Mapping[str, str]) -> str:
     for key in ("ID_DRIVE_FLASH_SD", "ID_DRIVE_MEDIA_FLASH_SD", "ID_DRIVE_FLASH_MS"):
         if props.get(key) == "1":
             return "sd"
-    if "mmc" in props.get("ID_PATH", "") or props.get("DEVNAME", "").startswith("/dev/mmcblk"):
+    kernel_name = props.get("DEVNAME", "").rsplit("/", 1)[-1]
+    if "mmc" in props.get("ID_PATH", "") or kernel_name.startswith("mmcblk"):
         return "sd"
     words = " ".join(
         props.get(k, "") for k in ("ID_MODEL", "ID_MODEL_FROM_DATABASE", "ID_TYPE")
