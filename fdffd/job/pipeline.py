@@ -248,6 +248,17 @@ def interrupted_record(config: Config, entry: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
+def unstarted_record(
+    config: Config, entry: dict[str, Any], code: str, message: str
+) -> dict[str, Any]:
+    """The record of an insertion whose job never began (pulled while it waited for a
+    worker): verdict ``failed`` in stage ``queued``; nothing was written to the drive."""
+    rec = interrupted_record(config, {**entry, "started_at": entry.get("queued_at")})
+    rec["verdict"] = "failed"
+    rec["error"] = {"code": code, "message": message, "stage": "queued"}
+    return rec
+
+
 def _report(job: _Job, stage: str, total: int) -> Callable[[int], None] | None:
     if job.status is None:
         return None

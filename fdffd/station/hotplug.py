@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..devices.facts import clean_untrusted, loop_port
+from ..devices.facts import loop_port
 from ..log import get_logger
+from ..text import clean_udev
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,10 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
         name=name,
         diskseq=int(seq) if seq and str(seq).isdigit() else None,
         size_bytes=size,
-        port=loop_port(name) if bus == "loop" else clean_untrusted(props.get("ID_PATH", ""), 128),
+        port=loop_port(name) if bus == "loop" else clean_udev(props.get("ID_PATH", ""), 128),
         bus=bus,
-        vendor=clean_untrusted(props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR", "")),
-        model=clean_untrusted(props.get("ID_MODEL_ENC") or props.get("ID_MODEL", "")),
+        vendor=clean_udev(props.get("ID_VENDOR_ENC") or props.get("ID_VENDOR", "")),
+        model=clean_udev(props.get("ID_MODEL_ENC") or props.get("ID_MODEL", "")),
     )
 
 
@@ -78,10 +79,18 @@ def _current_diskseq(dev: Any) -> str | None:
 
 
 class HotplugWatch:
-    """Calls ``on_event`` for every whole-disk event, and for every disk present at start."""
+    """Calls ``on_event`` for every whole-disk event, and for every disk present at start;
+    then ``on_enumerated()`` once, when the disks present at start have all been handed over
+    (the station records the insertions it waited for that were not among them)."""
 
-    def __init__(self, on_event: Callable[[DiskEvent], None]) -> None:
+    def __init__(
+        self,
+        on_event: Callable[[DiskEvent], None],
+        on_enumerated: Callable[[], None] = lambda: None,
+    ) -> None:
         self.on_event = on_event
+        self.on_enumerated = on_enumerated
+        self.enumerated = threading.Event()
         self.log = get_logger(component="hotplug")
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fdffd-hotplug", daemon=True)
@@ -97,10 +106,13 @@ class HotplugWatch:
     def _emit(self, action: str, dev: Any) -> None:
         ev = event_from_udev(action, dev)
         if ev is not None:
-            try:
-                self.on_event(ev)
-            except Exception:  # one bad event must not end the watch
-                self.log.exception("hotplug.handler_failed", device=ev.device)
+            self._call(self.on_event, ev, device=ev.device)
+
+    def _call(self, handler: Callable[..., None], *args: Any, **context: str) -> None:
+        try:
+            handler(*args)
+        except Exception:  # one bad event must not end the watch
+            self.log.exception("hotplug.handler_failed", **context)
 
     def _run(self) -> None:
         import pyudev
@@ -118,6 +130,9 @@ class HotplugWatch:
                 # enumerate after the monitor listens, so no disk falls between the two
                 for dev in ctx.list_devices(subsystem="block", DEVTYPE="disk"):
                     self._emit("add", dev)
+                if not self.enumerated.is_set():
+                    self.enumerated.set()
+                    self._call(self.on_enumerated)
                 self.log.info("hotplug.watching", restarts=self.restarts)
                 while not self._stop.is_set():
                     dev = monitor.poll(timeout=0.5)
