@@ -47,10 +47,13 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
     except (KeyError, ValueError, AttributeError):
         size = 0
     seq = props.get("DISKSEQ")
-    if action != "remove" and seq and _current_diskseq(dev) not in (None, str(seq)):
+    if action != "remove" and size and seq and _current_diskseq(dev) not in (None, str(seq)):
         # A late event of an earlier medium (a detach's change, read after the next attach):
         # its size and port, read from sysfs now, would be the new medium's, under the old
         # DISKSEQ, and make two jobs of one insertion.  The new medium's own event follows.
+        # With no medium now (size 0) it says what it must: the medium is gone.  (A loop
+        # detach, or a card pulled from a reader, bumps DISKSEQ: its change event carries the
+        # old one.)
         return None
     bus = "loop" if name.startswith("loop") else str(props.get("ID_BUS", ""))
     return DiskEvent(
