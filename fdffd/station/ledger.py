@@ -55,6 +55,8 @@ class InsertionLedger:
         self.journal = journal
         self.boot = boot
         self.log = get_logger(component="ledger")
+        for stale in state_dir.glob(f".{SEEN_FILE}.*.tmp"):  # a save the daemon died in
+            stale.unlink(missing_ok=True)
         self.seen: set[str] = self._load()
 
     def _load(self) -> set[str]:
