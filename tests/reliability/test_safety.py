@@ -1,8 +1,8 @@
-"""Safety: the gate decides as DESIGN.md decision 3 says, and a refused drive keeps every byte.
+"""Safety: the gate decides as its rules say (docs/pipeline.md); a refused drive keeps every byte.
 
 Three layers:
 
-- an **oracle**, written here from a plain reading of decision 3 and independent of
+- an **oracle**, written here from a plain reading of the gate's rules and independent of
   ``fdffd.job.gate``, compared with the gate over generated device facts and policies;
 - **live combinations** on real loop devices (mounted, swap, partitioned, held, read-only,
   hosting the state dir, and policy), where the expected decision comes from what the test
@@ -44,7 +44,7 @@ from .support import FULL, RELIABILITY_SETTINGS, Tally
 MiB = 1 << 20
 GiB = 1 << 30
 
-# --- the oracle: DESIGN.md decision 3, read plainly -------------------------------------
+# --- the oracle: the gate's rules (docs/pipeline.md, "admit"), read plainly -----------
 
 #: "Hard rules that no config can switch off: whole disks only; nothing mounted, used as
 #: swap, or held (LVM, dm, md); never the disk holding /, the state dir or the payload dir;
@@ -70,7 +70,7 @@ POLICY = frozenset({"bus", "port", "size"})
 
 
 def broken_rules(f: DeviceFacts, p: DrivesSection) -> set[str]:
-    """Every rule of decision 3 that a device with facts ``f`` breaks under policy ``p``."""
+    """Every rule of the gate that a device with facts ``f`` breaks under policy ``p``."""
     broken = set()
     if not f.exists:
         broken.add("exists")
@@ -252,7 +252,7 @@ def near_miss(draw: st.DrawFn) -> tuple[DeviceFacts, dict[str, Any]]:
 @settings(SETTINGS, max_examples=FAST_PURE)
 @given(case=st.one_of(st.tuples(facts, policies), near_miss()))
 def test_gate_matches_the_rules(case: tuple[DeviceFacts, dict[str, Any]], tally: Tally) -> None:
-    """Over generated facts and configs, the gate admits exactly what decision 3 admits."""
+    """Over generated facts and configs, the gate admits exactly what its rules admit."""
     f, p = case
     policy = _policy(p)
     rule = check_decision(f, policy)
@@ -608,7 +608,7 @@ class Setup:
     max_size: int
 
     def expected(self) -> set[str]:
-        """The rules decision 3 says this device breaks: from what was built, not observed."""
+        """The rules this device breaks: from what was built, not observed."""
         broken = set()
         partitioned = self.content.startswith("part")
         if self.target_partition and partitioned:
