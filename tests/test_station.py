@@ -310,3 +310,25 @@ def test_insertions_queued_before_a_restart_are_shown_then_recorded_when_gone(
     assert not list((core.journal.queued_dir).glob("*.json")), "every queued entry settled"
     assert not list(core.journal.dir.glob("*.json")), "every job entry settled"
     assert _core(tmp_path).recover() == 0, "nothing is recorded twice"
+
+
+def test_a_job_recorded_just_before_a_crash_is_not_recorded_again(tmp_path: Path) -> None:
+    """The daemon died after appending a job's record and before ending its journal entry:
+    on restart the record found at the end of the log settles the entry, no second record."""
+    import json as _json
+
+    from fdffd.job.pipeline import interrupted_record
+
+    first = _core(tmp_path)
+    entry = _queued_entry(first, "sdw")
+    first.journal.begin("d" * 32, {**entry, "started_at": "2026-12-03T10:00:01.000Z"})
+    rec = interrupted_record(first.cfg, {**entry, "job_id": "d" * 32})
+    rec["verdict"], rec["error"] = "ok", None
+    first.sink.audit.append(rec)  # ... and the daemon dies here
+    core = _core(tmp_path)
+    assert core.recover() == 1
+    lines = core.sink.audit.path.read_text().splitlines()
+    assert [_json.loads(line)["verdict"] for line in lines] == ["ok"]
+    assert not list(core.journal.dir.glob("*.json")) and not core.ledger.queued()
+    (port,) = core.status().ports
+    assert port.last is not None and port.last.verdict == "ok"

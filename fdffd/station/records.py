@@ -11,6 +11,8 @@ older ones wait, a new one waits behind them.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,9 @@ from ..log import get_logger
 from .journal import Entry, JobJournal
 
 Record = dict[str, Any]
+
+#: how far back from its end :meth:`RecordSink.in_log` reads the audit log
+TAIL_BYTES = 4 << 20
 
 
 @dataclass
@@ -104,6 +109,30 @@ class RecordSink:
             self.journal.replenish()
             return waiting
 
+    def in_log(self, job_ids: set[str]) -> dict[str, Record]:
+        """The records of ``job_ids`` among the last lines of the audit log, by job id: a job
+        whose daemon died between appending its record and ending its journal entry must
+        not be recorded twice.  (Its record is at the end: the daemon appends in order and
+        ends the entry at once.)"""
+        if not job_ids:
+            return {}
+        try:
+            with open(self.audit.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - TAIL_BYTES))
+                tail = f.read()
+        except OSError:
+            return {}
+        found = {}
+        for line in tail.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # the first, cut line of the tail, or a torn last one
+            if isinstance(record, dict) and record.get("job_id") in job_ids:
+                found[str(record["job_id"])] = record
+        return found
+
     def only_in_memory(self) -> list[str]:
         """The job ids of waiting records that the journal refused too (a stop loses them)."""
         with self._lock:
@@ -137,6 +166,11 @@ class RecordSink:
             self._done(w.job_id, w.entry)
             self.log.info("audit.record_appended_late", job_id=w.job_id, waiting=self.waiting)
         return len(self._waiting)
+
+    def settle(self, job_id: str, entry: Entry) -> None:
+        """A job whose record is in the log already: its journal entries go."""
+        with self._lock:
+            self._done(job_id, entry)
 
     def _done(self, job_id: str, entry: Entry) -> None:
         """The record is in the log: the job's journal entries go."""

@@ -148,8 +148,10 @@ class Station:
         for the log: what it cannot take yet waits in the record sink."""
         begun: set[str] = set()
         count = 0
-        for entry in self.journal.leftovers():
-            self._recover_job(entry, begun)
+        leftovers = self.journal.leftovers()
+        logged = self.sink.in_log({str(e["job_id"]) for e in leftovers if "record" not in e})
+        for entry in leftovers:
+            self._recover_job(entry, begun, logged.get(entry["job_id"]))
             count += 1
         for entry in self.ledger.queued():
             if entry["insertion"] in begun:  # its job's entry was written: that one counts
@@ -159,15 +161,21 @@ class Station:
             count += 1
         return count
 
-    def _recover_job(self, entry: Entry, begun: set[str]) -> None:
+    def _recover_job(self, entry: Entry, begun: set[str], logged: dict[str, Any] | None) -> None:
+        """A job's entry left behind: its record is in the log already (the daemon died
+        between the append and the entry's end), kept in the entry, or ``interrupted``."""
         job_id = str(entry.pop("job_id"))
         kept = entry.pop("record", None)
-        finished = isinstance(kept, dict) and kept.get("job_id") == job_id
-        if isinstance(kept, dict) and finished:
-            rec = dict(kept)
+        finished = logged is not None or (isinstance(kept, dict) and kept.get("job_id") == job_id)
+        if logged is not None:
+            rec = logged
+            self.sink.settle(job_id, entry)
         else:
-            rec = interrupted_record(self.cfg, {**entry, "job_id": job_id})
-        self.sink.add(rec, entry)
+            if isinstance(kept, dict) and finished:
+                rec = dict(kept)
+            else:
+                rec = interrupted_record(self.cfg, {**entry, "job_id": job_id})
+            self.sink.add(rec, entry)
         insertion = entry.get("insertion")
         if isinstance(insertion, str):
             begun.add(insertion)
