@@ -161,16 +161,22 @@ def _mounts_of(mounts: list[Mount], devnum: tuple[int, int]) -> list[Mount]:
     return [m for m in mounts if m.devnum == devnum]
 
 
-def _loops_backed_by(member_devnums: dict[tuple[int, int], str]) -> list[str]:
+def _loops_backed_by(
+    member_devnums: dict[tuple[int, int], str], mounts: list[Mount]
+) -> list[str]:
     """Loop devices whose backing file is the disk or one of its partitions: the kernel
     lists no holder for them and the loop driver does not claim its backing device, yet
     wiping the disk would pull the ground from under them."""
+    # only device nodes: a stat of a regular backing file could wait on a FUSE server (a
+    # fake drive's, a stuck one's) and hang the job of an unrelated drive; so only paths on
+    # /dev itself, never under a mount below it (/dev/shm, and a FUSE mount inside that)
+    below_dev = [m.mount_point + "/" for m in mounts if m.mount_point.startswith("/dev/")]
     found = []
     for entry in sorted(SYS_BLOCK.glob("loop*")):
         backing = _read(entry / "loop" / "backing_file").removesuffix(" (deleted)")
-        # only device nodes: a stat of a regular backing file could wait on a FUSE server
-        # (a fake drive's, a stuck one's) and hang the job of an unrelated drive
-        if backing.startswith("/dev/") and _rdev(backing) in member_devnums:
+        if not backing.startswith("/dev/") or any(backing.startswith(m) for m in below_dev):
+            continue
+        if _rdev(backing) in member_devnums:
             found.append(f"{entry.name} (a loop device over {backing})")
     return found
 
@@ -279,7 +285,7 @@ def gather(path: str, *, state_dir: Path, payload_dir: Path) -> DeviceFacts:
         hdir = SYS_BLOCK / m / "holders"
         if hdir.is_dir():
             holders.extend(h.name for h in hdir.iterdir())
-    holders.extend(_loops_backed_by(member_devnums))
+    holders.extend(_loops_backed_by(member_devnums, mounts))
 
     hosts = []
     for label, p in (("root", Path("/")), ("state_dir", state_dir), ("payload_dir", payload_dir)):
