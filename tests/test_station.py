@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,143 @@ def test_hotplug_monitor_is_recreated_after_it_dies(
                 raise AssertionError("the recreated monitor saw no event for the new drive")
     finally:
         watch.stop()
+
+
+def test_a_queued_drive_pulled_before_its_job_is_recorded_not_wiped(
+    station: Callable[..., Station],
+) -> None:
+    """workers = 1: a drive waiting for the worker and pulled is recorded at once (failed,
+    drive-removed, stage queued, nothing written), and the status shows it as pulled and not
+    wiped; the running drive goes on."""
+    st = station(workers=1)
+    st.start()
+    with fake_drive(FakeSpec.honest(192 * MiB, delay=0.01), directory=str(st.shm)) as slow:
+        st.wait_stage(slow.path, ["admit", "probe"], timeout=60)
+        with loop_device(96 * MiB, directory=st.shm) as waiting:
+            deadline = time.monotonic() + 30
+            while (st.port(waiting.path) or {}).get("state") != "queued":
+                assert time.monotonic() < deadline, st.log_tail()
+                time.sleep(0.02)
+            pulled = waiting.path
+        (rec,) = st.wait_records(1, timeout=30)
+        assert rec["device"]["path"] == pulled and rec["verdict"] == "failed"
+        assert (rec["error"]["code"], rec["error"]["stage"]) == ("drive-removed", "queued")
+        assert "nothing was written" in rec["error"]["message"]
+        status = st.status_or_none()
+        assert status is not None
+        (port,) = [p for p in status["ports"] if p["port"] == os.path.basename(pulled)]
+        assert port["state"] == "idle" and port["device"] == ""
+        assert port["last"]["code"] == "drive-removed" and port["last"]["wiped"] is False
+        shown = fdffctl("status", "--config", str(st.config))
+        assert "PULLED - plug it back in" in shown.stdout and "not wiped" in shown.stdout
+        assert st.port(slow.path)["state"] == "active", "the running job goes on"  # type: ignore[index]
+    assert st.stop() == 0
+    assert fdffctl("audit", "verify", "--config", str(st.config)).code == 0
+
+
+def test_rate_meter_measures_over_its_window_and_finds_a_slow_stage() -> None:
+    """The meter shows no speed in a stage's first instants, then the speed over its window
+    and the stage's remaining time; a stage below the minimum for a whole window is too slow,
+    and a new stage starts a new measurement."""
+    from fdffd.station.rate import RateMeter
+
+    meter = RateMeter(window=2.0, min_speed=10 * MiB)
+    first = meter.sample("wipe-1", 0, 100 * MiB, now=100.0)
+    assert (first.speed_bps, first.eta_seconds, first.too_slow) == (None, None, False)
+    rate = meter.sample("wipe-1", 20 * MiB, 100 * MiB, now=101.0)
+    assert rate.speed_bps == 20 * MiB and rate.eta_seconds == 4.0 and rate.percent == 20.0
+    assert not rate.too_slow
+    meter.sample("wipe-1", 21 * MiB, 100 * MiB, now=102.0)
+    slow = meter.sample("wipe-1", 22 * MiB, 100 * MiB, now=103.0)
+    assert slow.speed_bps is not None and slow.speed_bps < 10 * MiB and slow.too_slow
+    fresh = meter.sample("verify", 0, 100 * MiB, now=103.1)
+    assert (fresh.speed_bps, fresh.too_slow) == (None, False), "a new stage, a new measurement"
+    assert not RateMeter(window=2.0, min_speed=0).sample("probe", 0, 0, now=0.0).too_slow
+
+
+def _core(tmp_path: Path) -> Any:
+    """An in-process station core on a state dir of its own (no devices, no udev)."""
+    from fdffd.audit import StationKeys
+    from fdffd.config import load_config
+    from fdffd.station.station import Station as Core
+
+    cfg = load_config(write_config(tmp_path))
+    cfg.station.state_dir.mkdir(parents=True, exist_ok=True)
+    return Core(cfg, StationKeys.load_or_create(cfg.station.state_dir))
+
+
+def _queued_entry(core: Any, name: str, **kw: Any) -> dict[str, Any]:
+    entry = {
+        "device": f"/dev/{name}",
+        "port": f"pci-0000:00:14.0-usb-0:{name[-1]}:1.0-scsi-0:0:0:0",
+        "diskseq": 9000,
+        "insertion": f"{name}:9000",
+        "boot_id": core.boot,
+        "queued_at": "2026-12-03T10:00:00.000Z",
+        "drive": "Kingston 8.0 GiB",
+        **kw,
+    }
+    core.journal.queue(entry["insertion"], entry)
+    return entry
+
+
+def test_insertions_queued_before_a_restart_are_shown_then_recorded_when_gone(
+    tmp_path: Path,
+) -> None:
+    """A queued insertion left in the journal shows as queued after a restart until the
+    hotplug watch has seen every disk; not found, it is recorded failed (drive-removed, stage
+    queued, not wiped).  One from another boot is recorded at once (not-started).  One whose
+    job had begun counts once, by its job."""
+    import json as _json
+
+    first = _core(tmp_path)
+    _queued_entry(first, "sdx")
+    _queued_entry(first, "sdy", boot_id="another-boot")
+    begun = _queued_entry(first, "sdz")
+    first.journal.begin("c" * 32, {**begun, "started_at": "2026-12-03T10:00:01.000Z"})
+    core = _core(tmp_path)
+    assert core.recover() == 3
+    status = core.status()
+    assert status.totals.queued == 1
+    (waiting,) = [p for p in status.ports if p.state == "queued"]
+    assert (waiting.device, waiting.drive) == ("/dev/sdx", "Kingston 8.0 GiB")
+    core.on_enumerated()
+    recs = [_json.loads(line) for line in core.sink.audit.path.read_text().splitlines()]
+    by_device = {r["device"]["path"]: r for r in recs}
+    assert sorted(by_device) == ["/dev/sdx", "/dev/sdy", "/dev/sdz"]
+    assert by_device["/dev/sdz"]["verdict"] == "interrupted"
+    assert by_device["/dev/sdy"]["error"]["code"] == "not-started"
+    gone = by_device["/dev/sdx"]
+    assert (gone["verdict"], gone["error"]["code"], gone["error"]["stage"]) == (
+        "failed",
+        "drive-removed",
+        "queued",
+    )
+    status = core.status()
+    assert status.totals.queued == 0 and status.totals.done == 3
+    assert [p.last.wiped for p in status.ports if p.device == "" and p.last] == [False] * 3
+    assert not list((core.journal.queued_dir).glob("*.json")), "every queued entry settled"
+    assert not list(core.journal.dir.glob("*.json")), "every job entry settled"
+    assert _core(tmp_path).recover() == 0, "nothing is recorded twice"
+
+
+def test_a_job_recorded_just_before_a_crash_is_not_recorded_again(tmp_path: Path) -> None:
+    """The daemon died after appending a job's record and before ending its journal entry:
+    on restart the record found at the end of the log settles the entry, no second record."""
+    import json as _json
+
+    from fdffd.job.pipeline import interrupted_record
+
+    first = _core(tmp_path)
+    entry = _queued_entry(first, "sdw")
+    first.journal.begin("d" * 32, {**entry, "started_at": "2026-12-03T10:00:01.000Z"})
+    rec = interrupted_record(first.cfg, {**entry, "job_id": "d" * 32})
+    rec["verdict"], rec["error"] = "ok", None
+    first.sink.audit.append(rec)  # ... and the daemon dies here
+    core = _core(tmp_path)
+    assert core.recover() == 1
+    lines = core.sink.audit.path.read_text().splitlines()
+    assert [_json.loads(line)["verdict"] for line in lines] == ["ok"]
+    assert not list(core.journal.dir.glob("*.json")) and not core.ledger.queued()
+    (port,) = core.status().ports
+    assert port.last is not None and port.last.verdict == "ok"

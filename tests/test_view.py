@@ -17,11 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdffd.station.status import example_status
+from fdffd.audit.record import VERDICTS
+from fdffd.station.status import LastJob, PortStatus, StationStatus, example_status
 from fdffd.station.view import (
     COLOURS,
+    NOT_WIPED,
     UNREACHABLE,
-    VERDICTS,
     WORDS,
     render_status_text,
     render_unreachable_lines,
@@ -36,14 +37,22 @@ CARD = REPO / "docs" / "volunteer-card.md"
 ANSI = re.compile(r"\x1b\[")
 
 
-def _idle(verdict: str, message: str = "") -> dict[str, Any]:
+def _idle(verdict: str, message: str = "", **error: str) -> dict[str, Any]:
     return {
         "name": "1",
         "port": "p",
         "device": "/dev/sdb",
         "drive": "X",
         "state": "idle",
-        "last": {"verdict": verdict, "message": message, "finished_at": "", "job_id": ""},
+        "last": {
+            "verdict": verdict,
+            "message": message,
+            "finished_at": "",
+            "job_id": "",
+            "code": None,
+            "rule": None,
+            **error,
+        },
     }
 
 
@@ -87,23 +96,79 @@ def test_the_verdicts_say_what_to_do() -> None:
 
 
 def test_write_protected_refusals_say_flip_the_switch() -> None:
-    """A refusal for write-protected media says flip the switch; other refusals send to the
-    operator."""
-    wp = "write-protected: the drive refuses writes (flip its lock switch) (rule: read-only)"
-    assert volunteer_words(_idle("refused", wp)) == ("WRITE-PROTECTED - flip the switch", "yellow")
-    assert volunteer_words(_idle("refused", "mounted: /media/x (rule: mounted)"))[0] == (
-        "NOT ALLOWED - see operator"
-    )
+    """A refusal by the gate's read-only rule says flip the switch; other refusals send to the
+    operator. The rule decides, not the message's words."""
+    wp = _idle("refused", "anything at all", code="refused", rule="read-only")
+    assert volunteer_words(wp) == ("WRITE-PROTECTED - flip the switch", "yellow")
+    mounted = _idle("refused", "write-protected? (rule: read-only)", code="refused", rule="mounted")
+    assert volunteer_words(mounted)[0] == "NOT ALLOWED - see operator"
 
 
 def test_a_pulled_drive_says_plug_it_back_in() -> None:
-    """A job failed because the drive was removed says so; other failures say try again."""
-    assert volunteer_words(_idle("failed", "drive removed during wipe-1"))[0] == (
-        "PULLED - plug it back in"
+    """A job failed with the error code drive-removed says so; other failures say try again,
+    whatever their message says."""
+    pulled = _idle("failed", "I/O error at 123", code="drive-removed")
+    assert volunteer_words(pulled)[0] == "PULLED - plug it back in"
+    other = _idle("failed", "drive removed during wipe-1", code="device-io")
+    assert volunteer_words(other)[0] == "FAILED - try again or set aside"
+
+
+def test_a_schema_1_record_is_read_by_its_codes() -> None:
+    """A port's last job is read from a record's verdict, error code and rule; a schema 1
+    refusal names its rule only in its message's fixed end, and has no ``wiped``."""
+    rec = {
+        "verdict": "refused",
+        "job_id": "a" * 32,
+        "finished_at": "2026-11-25T09:40:00.000Z",
+        "error": {
+            "code": "refused",
+            "message": "refused /dev/sdb: write-protected: ... (rule: read-only)",
+            "stage": "admit",
+        },
+    }
+    last = LastJob.of_record(rec)
+    assert (last.verdict, last.code, last.rule, last.wiped) == (
+        "refused",
+        "refused",
+        "read-only",
+        False,
     )
-    assert volunteer_words(_idle("failed", "I/O error at 123"))[0] == (
-        "FAILED - try again or set aside"
+    assert LastJob.of_record({"verdict": "ok", "error": None}).wiped is True
+    schema2 = {"verdict": "failed", "wiped": False, "error": {"code": "x", "rule": "r"}}
+    assert (LastJob.of_record(schema2).rule, LastJob.of_record(schema2).wiped) == ("r", False)
+
+
+def test_a_drive_not_wiped_says_so() -> None:
+    """A finished drive that was not wiped has "not wiped" before its message, in the status
+    text and in the live view; a wiped one does not."""
+    status = example_status()
+    text = render_status_text(status)
+    assert f"{NOT_WIPED}: pulled while it waited" in text
+    assert "holds 8.0 GiB" in text and f"{NOT_WIPED}: announces" not in text
+    lines = [t for t, _ in render_watch_lines(status, 100, 40)]
+    assert any(f"{NOT_WIPED}: pulled while it waited" in line for line in lines)
+
+
+def test_the_status_model_reads_anything_without_raising() -> None:
+    """The view's model turns wrong types, NaN and unknown states into "unknown" values."""
+    read = StationStatus.read(
+        {
+            "totals": [1],
+            "ports": [
+                1,
+                {"state": "dancing", "percent": float("nan"), "last": {"verdict": "exploded"}},
+                {"state": None, "speed_bps": True, "name": 5},
+            ],
+        }
     )
+    assert read.totals.active == 0 and len(read.ports) == 3
+    assert read.ports[0] == PortStatus()
+    assert read.ports[1].state == "unknown" and read.ports[1].percent is None
+    assert read.ports[1].last is not None and read.ports[1].last.verdict is None
+    assert read.ports[2].state == "idle" and read.ports[2].speed_bps is None
+    assert read.ports[2].name == ""
+    assert StationStatus.read("not a status") == StationStatus()
+    assert StationStatus.read(example_status()).to_json() == example_status()
 
 
 def test_unknown_states_and_verdicts_send_to_the_operator() -> None:
@@ -129,7 +194,7 @@ def test_status_text_lists_every_port_with_totals_and_progress() -> None:
     status = example_status()
     text = render_status_text(status)
     lines = text.splitlines()
-    assert "2 active, 1 queued, 5 done, 1 counterfeit, 1 refused" in text
+    assert "2 active, 1 queued, 6 done, 1 counterfeit, 1 failed, 1 refused" in text
     for port in status["ports"]:
         assert any(line.startswith(port["name"] + " ") for line in lines), port["name"]
         if port["drive"]:
@@ -172,11 +237,11 @@ def test_watch_shows_bars_words_and_footer() -> None:
     totals with the time."""
     lines = render_watch_lines(example_status(), 100, 30)
     text = "\n".join(t for t, _ in lines)
-    assert "PORT 1" in text and "PORT 7" in text
+    assert "PORT 1" in text and "PORT 8" in text
     assert re.search(r"\[#+\.+\]\s+42%", text)
     assert ("PORT 4  DONE - pull it", "green") in lines
     assert ("PORT 5  COUNTERFEIT - set aside", "red") in lines
-    assert lines[-1][0].startswith("2 active, 1 queued, 5 done")
+    assert lines[-1][0].startswith("2 active, 1 queued, 6 done")
     assert re.search(r"\d\d:\d\d:\d\d$", lines[-1][0])
 
 
@@ -210,6 +275,9 @@ def _random_port(draw: st.DrawFn) -> dict[str, Any]:
                 "message": UNTRUSTED,
                 "finished_at": UNTRUSTED,
                 "job_id": UNTRUSTED,
+                "code": st.none() | st.sampled_from(["drive-removed", "refused"]) | UNTRUSTED,
+                "rule": st.none() | st.sampled_from(["read-only"]) | UNTRUSTED | NUMBER,
+                "wiped": st.none() | st.booleans() | NUMBER,
             }
         )
     )
@@ -327,7 +395,7 @@ def _run_in_tmux(tmp_path: Path, mode: str, expect: str) -> tuple[str, str]:
 def test_watch_runs_in_a_real_terminal_and_quits_on_q(tmp_path: Path) -> None:
     """Under tmux the curses view shows the port rows and DONE - pull it, and q exits with 0."""
     screen, rc = _run_in_tmux(tmp_path, "up", "DONE - pull it")
-    for n in range(1, 8):
+    for n in range(1, 9):
         assert f"PORT {n}" in screen
     assert "COUNTERFEIT - set aside" in screen and "42%" in screen
     assert rc == "0"

@@ -208,6 +208,18 @@ def interrupted_record(config: Config, entry: Mapping[str, Any]) -> JobRecord:
     return rec
 
 
+def unstarted_record(
+    config: Config, entry: Mapping[str, Any], code: str, message: str
+) -> JobRecord:
+    """The record of an insertion whose job never began (pulled while it waited for a
+    worker): verdict ``failed`` in stage ``queued``; nothing was written to the drive."""
+    rec = interrupted_record(config, {**entry, "started_at": entry.get("queued_at")})
+    rec.verdict = "failed"
+    rec.wiped = False
+    rec.error = ErrorInfo(code=code, message=message, stage="queued")
+    return rec
+
+
 # --- the job's boundary ---------------------------------------------------------------
 
 

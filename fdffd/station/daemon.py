@@ -1,7 +1,8 @@
 """The daemon: hotplug watch, station, control socket and systemd notifications, tied together.
 
 SIGTERM and SIGINT stop it cleanly: running jobs are cancelled and recorded ``interrupted``,
-the audit log stays whole, and systemd hears ``STOPPING=1``.
+queued drives stay in the job journal for the next start, the audit log stays whole, and
+systemd hears ``STOPPING=1``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,21 @@ from .control import ControlServer
 from .hotplug import HotplugWatch
 from .notify import sd_notify, watchdog_interval
 from .station import Station
+from .status import StationStatus
 
 
-def status_line(status: dict[str, Any]) -> str:
+def status_line(status: StationStatus) -> str:
     """The systemd STATUS line, e.g. "3 active, 41 done, 2 counterfeit"."""
-    t = status["totals"]
-    parts = [f"{t['active']} active"]
-    if t["queued"]:
-        parts.append(f"{t['queued']} queued")
-    parts.append(f"{t['done']} done")
+    t = status.totals
+    parts = [f"{t.active} active"]
+    if t.queued:
+        parts.append(f"{t.queued} queued")
+    parts.append(f"{t.done} done")
     for verdict in VERDICTS[2:]:  # the ones that are not a finished drive
-        if t["by_verdict"].get(verdict):
-            parts.append(f"{t['by_verdict'][verdict]} {verdict}")
-    if t.get("unrecorded"):
-        parts.append(f"{t['unrecorded']} records waiting for the audit log")
+        if t.by_verdict.get(verdict):
+            parts.append(f"{t.by_verdict[verdict]} {verdict}")
+    if t.unrecorded:
+        parts.append(f"{t.unrecorded} records waiting for the audit log")
     return ", ".join(parts)
 
 
@@ -50,7 +52,7 @@ class Daemon:
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         if req["cmd"] == "status":
-            return self.station.status()
+            return self.station.status().to_json()
         if req["cmd"] == "ping":
             return {"pong": True}
         raise UsageError(f"unknown command {req['cmd']!r}; known: status, ping")
@@ -64,7 +66,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self._signal)
         recovered = self.station.recover()
         self.control = ControlServer(self.cfg.station.control_socket, self.handle)
-        self.watch = HotplugWatch(self.station.on_event)
+        self.watch = HotplugWatch(self.station.on_event, self.station.on_enumerated)
         self.watch.start()
         self.log.info(
             "daemon.ready",
@@ -77,7 +79,7 @@ class Daemon:
         last = ""
         try:
             while not self.stop_event.wait(tick):
-                self.station.retry_pending()
+                self.station.sink.retry()
                 line = status_line(self.station.status())
                 if line != last:
                     sd_notify(f"STATUS={line}")

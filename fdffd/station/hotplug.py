@@ -47,10 +47,13 @@ def event_from_udev(action: str, dev: Any) -> DiskEvent | None:
     except (KeyError, ValueError, AttributeError):
         size = 0
     seq = props.get("DISKSEQ")
-    if action != "remove" and seq and _current_diskseq(dev) not in (None, str(seq)):
+    if action != "remove" and size and seq and _current_diskseq(dev) not in (None, str(seq)):
         # A late event of an earlier medium (a detach's change, read after the next attach):
         # its size and port, read from sysfs now, would be the new medium's, under the old
         # DISKSEQ, and make two jobs of one insertion.  The new medium's own event follows.
+        # With no medium now (size 0) it says what it must: the medium is gone.  (A loop
+        # detach, or a card pulled from a reader, bumps DISKSEQ: its change event carries the
+        # old one.)
         return None
     ident = disk_identity(name, props, loop_port=loop_port(name) if is_loop(name) else "")
     return DiskEvent(
@@ -79,10 +82,18 @@ def _current_diskseq(dev: Any) -> str | None:
 
 
 class HotplugWatch:
-    """Calls ``on_event`` for every whole-disk event, and for every disk present at start."""
+    """Calls ``on_event`` for every whole-disk event, and for every disk present at start;
+    then ``on_enumerated()`` once, when the disks present at start have all been handed over
+    (the station records the insertions it waited for that were not among them)."""
 
-    def __init__(self, on_event: Callable[[DiskEvent], None]) -> None:
+    def __init__(
+        self,
+        on_event: Callable[[DiskEvent], None],
+        on_enumerated: Callable[[], None] = lambda: None,
+    ) -> None:
         self.on_event = on_event
+        self.on_enumerated = on_enumerated
+        self.enumerated = threading.Event()
         self.log = get_logger(component="hotplug")
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fdffd-hotplug", daemon=True)
@@ -98,10 +109,13 @@ class HotplugWatch:
     def _emit(self, action: str, dev: Any) -> None:
         ev = event_from_udev(action, dev)
         if ev is not None:
-            try:
-                self.on_event(ev)
-            except Exception:  # one bad event must not end the watch
-                self.log.exception("hotplug.handler_failed", device=ev.device)
+            self._call(self.on_event, ev, device=ev.device)
+
+    def _call(self, handler: Callable[..., None], *args: Any, **context: str) -> None:
+        try:
+            handler(*args)
+        except Exception:  # one bad event must not end the watch
+            self.log.exception("hotplug.handler_failed", **context)
 
     def _run(self) -> None:
         import pyudev
@@ -119,6 +133,9 @@ class HotplugWatch:
                 # enumerate after the monitor listens, so no disk falls between the two
                 for dev in ctx.list_devices(subsystem="block", DEVTYPE="disk"):
                     self._emit("add", dev)
+                if not self.enumerated.is_set():
+                    self.enumerated.set()
+                    self._call(self.on_enumerated)
                 self.log.info("hotplug.watching", restarts=self.restarts)
                 while not self._stop.is_set():
                     dev = monitor.poll(timeout=0.5)

@@ -1,8 +1,17 @@
-"""The job journal: which jobs are running, kept on disk so a crash cannot lose one.
+"""The job journal: every insertion the station took and every job it runs, kept on disk so
+that a crash cannot lose one.
 
-A job's entry is written (and fsynced) before it touches the drive and removed after its record
-is in the audit log.  On start, every entry left behind belongs to a job that was running when
-the daemon died: it gets an ``interrupted`` record (DESIGN.md, decision 6).
+Two kinds of entries live in ``<state_dir>/journal/``, each written with the one durable write
+(:func:`fdffd.fsutil.atomic_write`: temp file, fsync, rename, fsync of the directory):
+
+- a *queued* entry (``queued/<insertion>.json``) for each insertion taken, written before the
+  insertion is marked seen, and removed once its job's own entry is written (or its record is
+  in the audit log or kept).  On start, one left behind is a drive that was waiting for a
+  worker when the daemon stopped: it is processed if it is still there (same DISKSEQ), or
+  recorded as not wiped.
+- a *job* entry (``<job_id>.json``), written before the job touches its drive and removed after
+  its record is in the audit log.  On start, one left behind belongs to a job that was running
+  when the daemon died: it gets an ``interrupted`` record.
 
 A job that finished but whose record the audit log could not take (the disk under the state dir
 full, a torn last line waiting for ``fdffctl audit repair``) keeps its real record in its entry
@@ -18,10 +27,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import fsync_dir, write_all
+from ..fsutil import atomic_write, fsync_dir, write_all
 
 #: room kept per running job for its record (a record with thousands of bad ranges is larger;
 #: it is then written as a new file, which needs free space)
@@ -29,12 +39,53 @@ SLOT_BYTES = 64 << 10
 #: spare slots kept in the journal for jobs that could not make their own
 SPARES = 4
 
+Entry = dict[str, Any]
+
 
 class JobJournal:
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "journal"
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.queued_dir = self.dir / "queued"
+        self.queued_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in [*self.dir.glob(".*.tmp"), *self.queued_dir.glob(".*.tmp")]:
+            stale.unlink(missing_ok=True)  # a write the daemon died in; its target is whole
         self.replenish()
+
+    # -- insertions waiting for a worker -------------------------------------------------
+
+    def _queued_path(self, insertion: str) -> Path:
+        return self.queued_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", insertion) + ".json")
+
+    def queue(self, insertion: str, entry: Entry) -> None:
+        """Journal an insertion the station took; raises OSError when it cannot."""
+        data = json.dumps({**entry, "insertion": insertion}, ensure_ascii=False).encode()
+        atomic_write(self._queued_path(insertion), data)
+
+    def unqueue(self, insertion: str) -> None:
+        """Forget an insertion's queued entry (its job began, or it is recorded)."""
+        try:
+            self._queued_path(insertion).unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.queued_dir)
+
+    def queued(self) -> list[Entry]:
+        """The queued entries left behind, oldest first (unreadable ones are dropped: a queued
+        entry is replaced whole, so one that does not read was never complete)."""
+        out = []
+        paths = sorted(self.queued_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for p in paths:
+            try:
+                entry = json.loads(p.read_text())
+            except (OSError, ValueError):
+                entry = None
+            if isinstance(entry, dict) and isinstance(entry.get("insertion"), str):
+                out.append(entry)
+            else:
+                p.unlink(missing_ok=True)
+        return out
+
+    # -- jobs ------------------------------------------------------------------------------
 
     def replenish(self) -> int:
         """Make the missing spare slots, as far as the disk allows; how many there are."""
@@ -43,7 +94,7 @@ class JobJournal:
             spare = self.dir / f".spare-{i}.slot"
             if not spare.exists():
                 try:
-                    self._write_new(spare, b" " * SLOT_BYTES)
+                    atomic_write(spare, b" " * SLOT_BYTES)
                 except OSError:
                     continue
             have += 1
@@ -58,13 +109,12 @@ class JobJournal:
     def _slot(self, job_id: str) -> Path:
         return self.dir / f".{job_id}.slot"
 
-    def begin(self, job_id: str, entry: dict[str, Any]) -> None:
+    def begin(self, job_id: str, entry: Entry) -> None:
         """Journal a job before it touches its drive; raises OSError when it cannot."""
-        self._write_new(self._slot(job_id), b" " * SLOT_BYTES)
-        self._write_new(self._path(job_id), self._encode(job_id, entry))
-        self._sync_dir()
+        atomic_write(self._slot(job_id), b" " * SLOT_BYTES)
+        atomic_write(self._path(job_id), self._encode(job_id, entry))
 
-    def keep(self, job_id: str, entry: dict[str, Any], record: dict[str, Any]) -> bool:
+    def keep(self, job_id: str, entry: Entry, record: dict[str, Any]) -> bool:
         """Store a finished job's record in its entry until the audit log takes it.
 
         Returns whether it is on disk (False: the disk refused, it lives in memory only)."""
@@ -79,9 +129,9 @@ class JobJournal:
                 finally:
                     os.close(fd)
                 os.replace(slot, self._path(job_id))
+                fsync_dir(self.dir)
             else:
-                self._write_new(self._path(job_id), data)
-            self._sync_dir()
+                atomic_write(self._path(job_id), data)
         except OSError:
             return False
         return True
@@ -95,9 +145,9 @@ class JobJournal:
             except FileNotFoundError:
                 pass
         if gone:
-            self._sync_dir()
+            fsync_dir(self.dir)
 
-    def leftovers(self) -> list[dict[str, Any]]:
+    def leftovers(self) -> list[Entry]:
         """Entries of jobs that never ended (oldest first); unreadable ones are reported too."""
         out = []
         for p in sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
@@ -114,20 +164,5 @@ class JobJournal:
         return out
 
     @staticmethod
-    def _encode(job_id: str, entry: dict[str, Any]) -> bytes:
+    def _encode(job_id: str, entry: Entry) -> bytes:
         return json.dumps({"job_id": job_id, **entry}, ensure_ascii=False).encode()
-
-    def _write_new(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            write_all(fd, data)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(tmp, path)
-
-    def _sync_dir(self) -> None:
-        fsync_dir(self.dir)

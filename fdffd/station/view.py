@@ -1,13 +1,16 @@
 """What ``fdffctl status`` prints and what ``fdffctl watch`` paints: pure renderers of the status.
 
-Input is the status object described in ``fdffd.station.status`` (plain dicts from JSON). The
-renderers trust nothing in it: a missing key, a wrong type or a NaN renders as "unknown", and every
-string is passed through :func:`clean_for_terminal` before it is placed on a line, so drive
-vendor/model strings and error messages cannot move the cursor, change colours or reorder text.
+Input is the status model of ``fdffd.station.status`` (:class:`StationStatus`), or what the
+control socket answered, read into it with :meth:`StationStatus.read` (a missing key, a wrong type
+or a NaN becomes "unknown", never an exception). Every string is still untrusted and passes
+through :func:`fdffd.text.clean_untrusted` before it is placed on a line, so drive vendor and
+model strings and error messages cannot move the cursor, change colours or reorder text.
 
 The words a volunteer reads live in one table, :data:`WORDS`; :func:`word_key` picks the entry
-for a port, :func:`volunteer_words` returns it. ``docs/volunteer-card.md`` prints the same
-phrases.
+for a port from stable codes only: its state, and for a finished drive its record's verdict,
+error code and gate rule (never the English message). ``docs/volunteer-card.md`` prints the same
+phrases. A finished drive that was not wiped (refused, failed, pulled while it waited, ...) has
+:data:`NOT_WIPED` before its message.
 
 The full-screen view (:func:`render_watch_lines`) returns ``(text, colour)`` lines; ``colour`` is
 one of :data:`COLOURS`. Each port gets the richest layout that fits the height:
@@ -23,7 +26,6 @@ lines + header + footer = 18 of 24). Port order is the daemon's: a port never mo
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
@@ -31,7 +33,8 @@ from typing import Any
 
 from fdffd.audit.record import VERDICTS as VERDICTS  # the one list; each has WORDS
 from fdffd.sizes import format_size
-from fdffd.station.status import port_name
+from fdffd.station.status import PortStatus, StationStatus, port_name
+from fdffd.text import clean_untrusted
 
 COLOURS = ("green", "red", "yellow", "cyan", "dim", "bold", "plain")
 """The colour names the renderers use; a terminal without colours maps them to attributes."""
@@ -56,29 +59,17 @@ WORDS: dict[str, tuple[str, str]] = {
 }
 """Every phrase a volunteer can see, with its colour, by :func:`word_key`."""
 
+#: the (verdict, code) and (verdict, gate rule) pairs that have words of their own
+_BY_CODE = {("failed", "drive-removed"): "failed:removed"}
+_BY_RULE = {("refused", "read-only"): "refused:write-protected"}
+
+NOT_WIPED = "not wiped"
+"""Put before the message of a finished drive that still holds what it came with."""
+
 UNREACHABLE = "fdffd is not running - ask the operator"
 """The words shown when the daemon cannot be asked for its status."""
 
-_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_MAX_FIELD = 200
-
-
 # -- untrusted strings and terminal cells ---------------------------------------------------------
-
-
-def clean_for_terminal(untrusted: object, limit: int = _MAX_FIELD) -> str:
-    """A string safe to put on a terminal: whitespace runs become one space; control, format
-    (bidi overrides, zero-width), surrogate, private-use and unassigned characters are dropped;
-    at most ``limit`` characters. Anything that is not a string becomes ``""``."""
-    if not isinstance(untrusted, str):
-        return ""
-    kept: list[str] = []
-    for ch in untrusted[: limit * 4]:
-        if ch.isspace():
-            kept.append(" ")
-        elif unicodedata.category(ch) not in _DROP_CATEGORIES:
-            kept.append(ch)
-    return " ".join("".join(kept).split())[:limit]
 
 
 def _cells(ch: str) -> int:
@@ -120,52 +111,18 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - text_width(text))
 
 
-# -- reading the status defensively ----------------------------------------------------------------
+# -- reading the status ----------------------------------------------------------------------------
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _count(value: object) -> int:
-    number = _number(value)
-    return int(number) if number is not None and 0 <= number < 1e15 else 0
-
-
-def _ports(status: object) -> list[Mapping[str, Any]]:
-    ports = _map(status).get("ports")
-    if not isinstance(ports, list):
-        return []
-    return [_map(p) for p in ports]
-
-
-def _name(port: Mapping[str, Any]) -> str:
-    name = clean_for_terminal(port.get("name"), 12)
-    if name:
-        return name
-    path = port.get("port")
-    device = port.get("device")
+def _name(port: PortStatus) -> str:
     return (
-        clean_for_terminal(
-            port_name(
-                path if isinstance(path, str) else "", device if isinstance(device, str) else ""
-            ),
-            12,
-        )
+        clean_untrusted(port.name, 12)
+        or clean_untrusted(port_name(port.port, port.device), 12)
         or "?"
     )
 
 
-def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+def _timestamp(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -173,93 +130,83 @@ def _timestamp(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def _has_drive(port: Mapping[str, Any]) -> bool:
-    return bool(clean_for_terminal(port.get("device")) or clean_for_terminal(port.get("drive")))
+def _has_drive(port: PortStatus) -> bool:
+    return bool(clean_untrusted(port.device) or clean_untrusted(port.drive))
 
 
 # -- words -----------------------------------------------------------------------------------------
 
 
-def word_key(port: Mapping[str, Any]) -> str:
-    """The :data:`WORDS` entry for a port: its state, or how its last job ended."""
-    port = _map(port)
-    state = port.get("state")
-    if state == "active":
-        return "active"
-    if state == "queued":
-        return "queued"
-    if state not in ("idle", None):
+def word_key(port: PortStatus | Mapping[str, Any]) -> str:
+    """The :data:`WORDS` entry for a port: its state, or how its last job ended, read from the
+    record's stable codes (verdict, error code, gate rule), never from its message."""
+    port = PortStatus.read(port)
+    if port.state != "idle":
+        return port.state  # active, queued, unknown
+    last = port.last
+    if last is None:
+        return "idle" if _has_drive(port) else "empty"
+    if last.verdict is None:
         return "unknown"
-    last = port.get("last")
-    if isinstance(last, Mapping):
-        verdict = last.get("verdict")
-        message = clean_for_terminal(last.get("message")).lower()
-        if verdict == "failed" and ("removed" in message or "pulled" in message):
-            return "failed:removed"
-        if verdict == "refused" and ("write-protected" in message or "rule: read-only" in message):
-            return "refused:write-protected"
-        return verdict if isinstance(verdict, str) and verdict in VERDICTS else "unknown"
-    return "idle" if _has_drive(port) else "empty"
+    return (
+        _BY_CODE.get((last.verdict, last.code or ""))
+        or _BY_RULE.get((last.verdict, last.rule or ""))
+        or last.verdict
+    )
 
 
-def volunteer_words(port: Mapping[str, Any]) -> tuple[str, str]:
+def volunteer_words(port: PortStatus | Mapping[str, Any]) -> tuple[str, str]:
     """The big words for a port and their colour, e.g. ``("DONE - pull it", "green")``."""
     return WORDS[word_key(port)]
 
 
-def summary_line(status: Mapping[str, Any]) -> str:
+def summary_line(status: StationStatus | Mapping[str, Any]) -> str:
     """The totals in a few words, e.g. ``"3 active, 1 queued, 41 done, 2 counterfeit"``: every
     verdict other than ok that happened is named with its count."""
-    totals = _map(_map(status).get("totals"))
-    parts = [f"{_count(totals.get('active'))} active"]
-    queued = _count(totals.get("queued"))
-    if queued:
-        parts.append(f"{queued} queued")
-    parts.append(f"{_count(totals.get('done'))} done")
-    by_verdict = _map(totals.get("by_verdict"))
+    totals = StationStatus.read(status).totals
+    parts = [f"{totals.active} active"]
+    if totals.queued:
+        parts.append(f"{totals.queued} queued")
+    parts.append(f"{totals.done} done")
     for verdict in VERDICTS[1:]:
-        n = _count(by_verdict.get(verdict))
+        n = totals.by_verdict.get(verdict, 0)
         if n:
             parts.append(f"{n} {verdict}")
-    unrecorded = _count(totals.get("unrecorded"))
-    if unrecorded:
-        parts.append(f"{unrecorded} record(s) waiting for the audit log (state disk full?)")
+    if totals.unrecorded:
+        parts.append(f"{totals.unrecorded} record(s) waiting for the audit log (state disk full?)")
     return ", ".join(parts)
 
 
 # -- small formats ---------------------------------------------------------------------------------
 
 
-def format_eta(seconds: object) -> str:
+def format_eta(seconds: float | None) -> str:
     """``h:mm:ss``, or ``-`` when unknown."""
-    value = _number(seconds)
-    if value is None or value < 0:
+    if seconds is None or not seconds >= 0:
         return "-"
-    total = int(value + 0.5)
+    total = int(seconds + 0.5)
     if total >= 1000 * 3600:
         return ">999h"
     return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
 
 
-def _speed(bps: object) -> str:
-    value = _number(bps)
-    if value is None or value < 0:
+def _speed(bps: float | None) -> str:
+    if bps is None or bps < 0:
         return "-"
-    return f"{min(value / 1e6, 99999.0):.1f} MB/s"
+    return f"{min(bps / 1e6, 99999.0):.1f} MB/s"
 
 
-def _percent_value(port: Mapping[str, Any]) -> float | None:
-    value = _number(port.get("percent"))
-    return None if value is None else min(max(value, 0.0), 100.0)
+def _percent_value(port: PortStatus) -> float | None:
+    return None if port.percent is None else min(max(port.percent, 0.0), 100.0)
 
 
-def _percent(port: Mapping[str, Any], decimals: int) -> str:
+def _percent(port: PortStatus, decimals: int) -> str:
     value = _percent_value(port)
     return "-" if value is None else f"{value:.{decimals}f}%"
 
 
-def _stage(port: Mapping[str, Any]) -> str:
-    return clean_for_terminal(port.get("stage"), 12) or "-"
+def _stage(port: PortStatus) -> str:
+    return clean_untrusted(port.stage, 12) or "-"
 
 
 def progress_bar(percent: float | None, width: int) -> str:
@@ -269,8 +216,8 @@ def progress_bar(percent: float | None, width: int) -> str:
     return "[" + "#" * done + "." * (inner - done) + "]"
 
 
-def _clock(status: Mapping[str, Any]) -> str:
-    now = _timestamp(status.get("now"))
+def _clock(status: StationStatus) -> str:
+    now = _timestamp(status.now)
     if now is None:
         return ""
     try:
@@ -279,8 +226,8 @@ def _clock(status: Mapping[str, Any]) -> str:
         return ""
 
 
-def _uptime(status: Mapping[str, Any]) -> str:
-    now, started = _timestamp(status.get("now")), _timestamp(status.get("started_at"))
+def _uptime(status: StationStatus) -> str:
+    now, started = _timestamp(status.now), _timestamp(status.started_at)
     if now is None or started is None:
         return ""
     try:
@@ -293,8 +240,15 @@ def _uptime(status: Mapping[str, Any]) -> str:
     return (f"{days}d " if days else "") + format_eta(rest)
 
 
-def _message(port: Mapping[str, Any]) -> str:
-    return clean_for_terminal(_map(port.get("last")).get("message"))
+def _message(port: PortStatus) -> str:
+    """The last job's message, after :data:`NOT_WIPED` when the drive was not wiped."""
+    last = port.last
+    if last is None:
+        return ""
+    message = clean_untrusted(last.message)
+    if last.wiped is False and last.verdict is not None:
+        return f"{NOT_WIPED}: {message}" if message else NOT_WIPED
+    return message
 
 
 # -- fdffctl status ------------------------------------------------------------------------------
@@ -315,16 +269,9 @@ def _paint(text: str, colour: str, color: bool) -> str:
     return f"{code}{text}{_RESET}" if code and text else text
 
 
-def render_status_text(status: Mapping[str, Any], *, color: bool = False, width: int = 100) -> str:
-    """What ``fdffctl status`` prints: the station and its totals, then one line per port (name,
-    drive, state or stage, percent, speed, ETA, and for a finished drive its verdict in words),
-    with a finished job's message on the next line. No line is wider than ``width``; ANSI
-    colours only when ``color``."""
-    status = _map(status)
-    width = max(width, 20)
-    station = clean_for_terminal(status.get("station"), 40) or "?"
-    version = clean_for_terminal(status.get("version"), 20)
-    head = [station]
+def _header(status: StationStatus) -> str:
+    head = [clean_untrusted(status.station, 40) or "?"]
+    version = clean_untrusted(status.version, 20)
     if version:
         head.append(f"fdffd {version}")
     uptime = _uptime(status)
@@ -333,13 +280,24 @@ def render_status_text(status: Mapping[str, Any], *, color: bool = False, width:
     clock = _clock(status)
     if clock:
         head.append(clock)
-    written = _count(_map(status.get("totals")).get("bytes_written"))
+    return ", ".join(head)
+
+
+def render_status_text(
+    status: StationStatus | Mapping[str, Any], *, color: bool = False, width: int = 100
+) -> str:
+    """What ``fdffctl status`` prints: the station and its totals, then one line per port (name,
+    drive, state or stage, percent, speed, ETA, and for a finished drive its verdict in words),
+    with a finished job's message on the next line. No line is wider than ``width``; ANSI
+    colours only when ``color``."""
+    status = StationStatus.read(status)
+    width = max(width, 20)
     lines = [
-        _paint(fit(", ".join(head), width), "bold", color),
-        fit(f"{summary_line(status)}; {format_size(written)} written", width),
+        _paint(fit(_header(status), width), "bold", color),
+        fit(f"{summary_line(status)}; {format_size(status.totals.bytes_written)} written", width),
         "",
     ]
-    ports = _ports(status)
+    ports = status.ports
     name_w = max([4, *(text_width(_name(p)) for p in ports)])
     drive_w = min(max(width - (name_w + 2 + 2 + 11 + 2 + 6 + 2 + 10 + 2 + 8), 10), 32)
     columns = (
@@ -352,30 +310,36 @@ def render_status_text(status: Mapping[str, Any], *, color: bool = False, width:
     )
     lines.append(fit("  ".join(_pad(t, w) for t, w in columns), width))
     for port in ports:
-        key = word_key(port)
-        words, colour = WORDS[key]
-        cells = [
-            _pad(_name(port), name_w),
-            _pad(_shorten(clean_for_terminal(port.get("drive")) or "-", drive_w), drive_w),
-        ]
-        if key in ("active", "queued"):
-            cells += [
-                _pad(_stage(port) if key == "active" else "queued", 11),
-                _pad(_percent(port, 1), 6),
-                _pad(_speed(port.get("speed_bps")), 10),
-                format_eta(port.get("eta_seconds")),
-            ]
-            lines.append(fit("  ".join(cells), width))
-            continue
-        verdict = _map(port.get("last")).get("verdict")
-        cells.append(_pad(clean_for_terminal(verdict, 11) or key, 11))
-        row = fit("  ".join(cells) + "  ", width)
-        lines.append(row + _paint(fit(words, width - text_width(row)), colour, color))
-        message = _message(port)
-        if message:
-            indent = " " * (name_w + 2)
-            lines.append(indent + _shorten(message, width - len(indent)))
+        lines += _status_rows(port, color, width, name_w, drive_w)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _status_rows(
+    port: PortStatus, color: bool, width: int, name_w: int, drive_w: int
+) -> list[str]:
+    key = word_key(port)
+    words, colour = WORDS[key]
+    cells = [
+        _pad(_name(port), name_w),
+        _pad(_shorten(clean_untrusted(port.drive) or "-", drive_w), drive_w),
+    ]
+    if key in ("active", "queued"):
+        cells += [
+            _pad(_stage(port) if key == "active" else "queued", 11),
+            _pad(_percent(port, 1), 6),
+            _pad(_speed(port.speed_bps), 10),
+            format_eta(port.eta_seconds),
+        ]
+        return [fit("  ".join(cells), width)]
+    verdict = port.last.verdict if port.last is not None else None
+    cells.append(_pad(verdict or key, 11))
+    row = fit("  ".join(cells) + "  ", width)
+    rows = [row + _paint(fit(words, width - text_width(row)), colour, color)]
+    message = _message(port)
+    if message:
+        indent = " " * (name_w + 2)
+        rows.append(indent + _shorten(message, width - len(indent)))
+    return rows
 
 
 # -- fdffctl watch -------------------------------------------------------------------------------
@@ -384,7 +348,7 @@ def render_status_text(status: Mapping[str, Any], *, color: bool = False, width:
 _LAYOUTS = ((3, 1), (2, 1), (2, 0), (1, 1), (1, 0))
 
 
-def _watch_detail(port: Mapping[str, Any], key: str, width: int, speed: bool) -> str:
+def _watch_detail(port: PortStatus, key: str, width: int, speed: bool) -> str:
     """The progress line of an active port, ``[####....]  42%  image  21.0 MB/s  ETA 0:05:12``,
     with the bar taking the room left; the drive and the message for the others."""
     if key == "active":
@@ -392,27 +356,27 @@ def _watch_detail(port: Mapping[str, Any], key: str, width: int, speed: bool) ->
         # fixed-width fields, so that the bars of all active ports line up and grow together
         tail = f" {_percent(port, 0):>4}  {_stage(port):<8}"
         if speed:
-            tail += f"  {_speed(port.get('speed_bps')):>10}"
-        tail += f"  ETA {format_eta(port.get('eta_seconds')):>7}"
+            tail += f"  {_speed(port.speed_bps):>10}"
+        tail += f"  ETA {format_eta(port.eta_seconds):>7}"
         bar_w = min(width - text_width(tail), 60)
         if bar_w < 7:
             return fit(" ".join(tail.split()), width)
         return progress_bar(pct, bar_w) + tail
-    drive = clean_for_terminal(port.get("drive"))
+    drive = clean_untrusted(port.drive)
     message = _message(port)
     text = f"{drive}: {message}" if drive and message else drive or message
     return _shorten(text, width)
 
 
 def _port_rows(
-    port: Mapping[str, Any], lines: int, width: int, words_w: int, name_w: int
+    port: PortStatus, lines: int, width: int, words_w: int, name_w: int
 ) -> list[tuple[str, str]]:
     key = word_key(port)
     words, colour = WORDS[key]
     label = _pad(f"PORT {_name(port)}", name_w) + "  "
     indent = " " * text_width(label)
     room = width - text_width(label)
-    drive = _shorten(clean_for_terminal(port.get("drive")), room)
+    drive = _shorten(clean_untrusted(port.drive), room)
     detail_colour = colour if key == "active" else "dim"
     if lines == 1:
         head = label + _pad(words, words_w) + "  "
@@ -437,15 +401,17 @@ def _port_rows(
     ]
 
 
-def render_watch_lines(status: Mapping[str, Any], width: int, height: int) -> list[tuple[str, str]]:
+def render_watch_lines(
+    status: StationStatus | Mapping[str, Any], width: int, height: int
+) -> list[tuple[str, str]]:
     """The full-screen view for a volunteer across the table, as ``(text, colour)`` lines: a
     header, the ports in the richest layout that fits (module docstring), a footer with the
     totals and the time. At most ``height`` lines of at most ``width`` cells each."""
     if width <= 0 or height <= 0:
         return []
-    status = _map(status)
-    ports = _ports(status)
-    station = clean_for_terminal(status.get("station"), 40)
+    status = StationStatus.read(status)
+    ports = status.ports
+    station = clean_untrusted(status.station, 40)
     header = _spread(f"FDFFD  {station}".rstrip(), "q: quit", width)
     footer = _spread(summary_line(status), _clock(status), width)
     if height == 1:
@@ -464,7 +430,7 @@ def _spread(left: str, right: str, width: int) -> str:
     return fit(left, width)
 
 
-def _watch_body(ports: list[Mapping[str, Any]], width: int, room: int) -> list[tuple[str, str]]:
+def _watch_body(ports: list[PortStatus], width: int, room: int) -> list[tuple[str, str]]:
     if room <= 0:
         return []
     n = len(ports)
@@ -497,7 +463,7 @@ def render_unreachable_lines(detail: str, width: int, height: int) -> list[tuple
         return []
     message = [
         (UNREACHABLE, "red"),
-        (_shorten(clean_for_terminal(detail), width), "dim"),
+        (_shorten(clean_untrusted(detail), width), "dim"),
         ("retrying - this screen comes back by itself", "dim"),
     ][:height]
     top = (height - len(message)) // 2

@@ -18,11 +18,11 @@ from typing import Any, TextIO
 
 from fdffd.station.view import (
     UNREACHABLE,
-    clean_for_terminal,
     render_status_text,
     render_unreachable_lines,
     render_watch_lines,
 )
+from fdffd.text import clean_untrusted
 
 Fetch = Callable[[], Any]
 
@@ -89,7 +89,7 @@ def run_watch_plain(
 
 
 def _describe(exc: BaseException) -> str:
-    return clean_for_terminal(f"{type(exc).__name__}: {exc}", 160)
+    return clean_untrusted(f"{type(exc).__name__}: {exc}", 160)
 
 
 class _Palette:

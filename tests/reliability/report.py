@@ -27,17 +27,28 @@ def render(tally: dict[str, Any], when: str | None = None) -> str:
     cases: dict[str, list[dict[str, str]]] = tally.get("cases", {})
     when = when or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     run = "full run (`scripts/reliability`)" if tally.get("full") else "fast run"
-    labels = [
-        ("faults injected", ""),
-        ("faults survived", "= injected"),
-        ("bad inputs tried", ""),
-        ("bad inputs rejected cleanly", "= tried - accepted (inputs that were valid)"),
-        ("drives processed under load", ""),
-        ("records written under load", "= drives"),
-        ("records lost", "0"),
-        ("wrong devices touched", "0"),
+    rows = [
+        ("faults injected", _n(counts, "faults", "injected"), ""),
+        ("faults survived", _n(counts, "faults", "survived"), "= injected"),
+        ("bad inputs tried", _n(counts, "bad input", "tried"), ""),
+        (
+            "bad inputs rejected cleanly",
+            _n(counts, "bad input", "rejected cleanly"),
+            "= tried - accepted (inputs that were valid)",
+        ),
+        ("drives processed under load", _n(counts, "load", "drives processed"), ""),
+        ("records written under load", _n(counts, "load", "records"), "= drives"),
+        ("crash-window runs", _n(counts, "crash", "runs"), ""),
+        ("crash-window runs passed", _n(counts, "crash", "runs passed"), "= runs"),
+        ("insertions through crash windows", _n(counts, "crash", "insertions"), ""),
+        (
+            "records lost (insertions without a record, under load and through crashes)",
+            _n(counts, "load", "records lost") + _n(counts, "crash", "insertions lost"),
+            "0",
+        ),
+        ("wrong devices touched", _n(counts, "safety", "wrong devices touched"), "0"),
     ]
-    keys = [
+    shown = {
         ("faults", "injected"),
         ("faults", "survived"),
         ("bad input", "tried"),
@@ -45,10 +56,12 @@ def render(tally: dict[str, Any], when: str | None = None) -> str:
         ("load", "drives processed"),
         ("load", "records"),
         ("load", "records lost"),
+        ("crash", "runs"),
+        ("crash", "runs passed"),
+        ("crash", "insertions"),
+        ("crash", "insertions lost"),
         ("safety", "wrong devices touched"),
-    ]
-    pairs = zip(labels, keys, strict=True)
-    rows = [(label, _n(counts, *key), target) for (label, target), key in pairs]
+    }
     out = [
         BEGIN,
         f"Figures of the last {run}, {when}:",
@@ -57,7 +70,6 @@ def render(tally: dict[str, Any], when: str | None = None) -> str:
         "| --- | ---: | --- |",
     ]
     out += [f"| {what} | {n} | {target} |" for what, n, target in rows]
-    shown = set(keys)
     extra = [
         f"| {section}: {metric} | {n} | |"
         for section, metrics in sorted(counts.items())

@@ -309,27 +309,29 @@ def test_torn_last_line_is_reported_and_never_built_on(
 def test_a_record_that_does_not_validate_holds_back_no_other(tmp_path: Path, tally: Tally) -> None:
     """A job record the schema rejects (a bug) becomes a valid ``failed`` record saying so;
     it neither disappears nor keeps the records after it from the log."""
-    from fdffd.audit import StationKeys, verify
+    from fdffd.audit import AuditLog, StationKeys, verify
     from fdffd.config import load_config
     from fdffd.job.pipeline import interrupted_record
-    from fdffd.station.station import Station as StationCore
+    from fdffd.station.journal import JobJournal
+    from fdffd.station.records import RecordSink
 
     from ..cli_util import write_config
 
     cfg = load_config(write_config(tmp_path))
     cfg.station.state_dir.mkdir(parents=True)
     keys = StationKeys.load_or_create(cfg.station.state_dir)
-    core = StationCore(cfg, keys)
+    audit = AuditLog(cfg.audit_log, keys)
+    sink = RecordSink(cfg, audit, JobJournal(cfg.station.state_dir))
     entry = {"device": "/dev/loop-none", "port": "", "started_at": "2026-12-02T00:00:00.000Z"}
     bad = {"job_id": "a" * 32, "verdict": "ok", "no such field": 1}
-    assert core._record("a" * 32, bad, entry)
+    assert sink.add(bad, entry)
     after = interrupted_record(cfg, {**entry, "job_id": "b" * 32})
-    assert core._record("b" * 32, after.to_json_dict(), entry)
-    assert core.retry_pending() == 0
-    recs = [json.loads(line) for line in core.audit.path.read_text().splitlines()]
+    assert sink.add(after.to_json_dict(), entry)
+    assert sink.retry() == 0
+    recs = [json.loads(line) for line in audit.path.read_text().splitlines()]
     assert [r["job_id"] for r in recs] == ["a" * 32, "b" * 32]
     assert recs[0]["verdict"] == "failed" and "did not validate" in recs[0]["error"]["message"]
-    assert verify(core.audit.path, keys.public_key).ok
+    assert verify(audit.path, keys.public_key).ok
     assert list((cfg.station.state_dir / "journal").glob("*.json")) == []
     tally.count("faults", "injected")
     tally.count("faults", "survived")

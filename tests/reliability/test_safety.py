@@ -1,8 +1,8 @@
-"""Safety: the gate decides as the safety rules say, and a refused drive keeps every byte.
+"""Safety: the gate decides as its rules say (docs/pipeline.md); a refused drive keeps every byte.
 
 The rules are those of docs/pipeline.md ("admit: the safety gate"). Three layers:
 
-- an **oracle**, written here from a plain reading of those rules and independent of
+- an **oracle**, written here from a plain reading of the gate's rules and independent of
   ``fdffd.job.gate``, compared with the gate over generated device facts and policies;
 - **live combinations** on real loop devices (mounted, swap, partitioned, held, read-only,
   hosting the state dir, and policy), where the expected decision comes from what the test
@@ -50,7 +50,7 @@ NO_UDEV = (
     "(waited 2 s); is systemd-udevd running?"
 )
 
-# --- the oracle: the safety rules, read plainly -------------------------------------------
+# --- the oracle: the gate's rules (docs/pipeline.md, "admit"), read plainly -----------
 
 #: "Hard rules that no config can switch off: whole disks only; nothing mounted, used as
 #: swap, or held (LVM, dm, md); never the disk holding /, the state dir or the payload dir;
@@ -78,7 +78,7 @@ POLICY = frozenset({"bus", "port", "size"})
 
 
 def broken_rules(f: DeviceFacts, p: DrivesSection) -> set[str]:
-    """Every safety rule that a device with facts ``f`` breaks under policy ``p``."""
+    """Every rule of the gate that a device with facts ``f`` breaks under policy ``p``."""
     broken = set()
     if not f.exists:
         broken.add("exists")
@@ -265,7 +265,7 @@ def near_miss(draw: st.DrawFn) -> tuple[DeviceFacts, dict[str, Any]]:
 @settings(SETTINGS, max_examples=FAST_PURE)
 @given(case=st.one_of(st.tuples(facts, policies), near_miss()))
 def test_gate_matches_the_rules(case: tuple[DeviceFacts, dict[str, Any]], tally: Tally) -> None:
-    """Over generated facts and configs, the gate admits exactly what the rules admit."""
+    """Over generated facts and configs, the gate admits exactly what its rules admit."""
     f, p = case
     policy = _policy(p)
     rule = check_decision(f, policy)
