@@ -87,7 +87,7 @@ def test_the_wheel_holds_the_station_and_no_simulation(wheel: Path) -> None:
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"fdffd", next(t for t in tops if t.endswith(".dist-info"))}, sorted(tops)
     code = [n for n in names if n.endswith(".py")]
-    assert {"fdffd/cli/ctl.py", "fdffd/cli/daemon.py", "fdffd/station/hotplug.py"} <= set(code)
+    assert {"fdffd/cli/ctl.py", "fdffd/cli/daemon.py", "fdffd/devices/hotplug.py"} <= set(code)
     assert [n for n in code if any(s in n for s in SIMULATION)] == []
     # every module of the station's source tree is in it
     tree = {str(p.relative_to(ROOT)) for p in (ROOT / "fdffd").rglob("*.py")}
@@ -159,7 +159,7 @@ def test_fdffctl_demo_without_the_kit_says_what_to_install(tmp_path: Path, wheel
         [
             str(bindir / "python"),
             "-c",
-            "import fdffd.cli.ctl, fdffd.cli.daemon, fdffd.station.hotplug, fdffd\n"
+            "import fdffd.cli.ctl, fdffd.cli.daemon, fdffd.devices.hotplug, fdffd\n"
             "print(fdffd.__file__)\n"
             "try:\n import fdffd_testkit\nexcept ModuleNotFoundError:\n print('no kit')",
         ],

@@ -151,8 +151,8 @@ def test_hotplug_monitor_is_recreated_after_it_dies(
     enumerates the disks again, and goes on seeing new drives."""
     import pyudev
 
+    from fdffd.devices.hotplug import DiskEvent, HotplugWatch
     from fdffd.devices.sysfs import disk_of_devnum
-    from fdffd.station.hotplug import DiskEvent, HotplugWatch
 
     real_poll = pyudev.Monitor.poll
     failures = [OSError(105, "No buffer space available")]

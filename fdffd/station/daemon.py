@@ -14,11 +14,11 @@ from typing import Any
 
 from ..audit import VERDICTS, StationKeys
 from ..config import Config
+from ..devices.hotplug import HotplugWatch
 from ..errors import UsageError
 from ..fsutil import make_state_dir
 from ..log import get_logger
 from .control import ControlServer
-from .hotplug import HotplugWatch
 from .notify import sd_notify, watchdog_interval
 from .station import Station
 from .status import StationStatus

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..audit import utc_now_iso
+from ..devices.hotplug import DiskEvent
 from ..fsutil import atomic_write
 from ..log import get_logger
-from .hotplug import DiskEvent
 from .journal import Entry, JobJournal
 
 SEEN_FILE = "insertions.json"

@@ -35,6 +35,7 @@ from typing import Any
 from .. import __version__
 from ..audit import AuditLog, StationKeys, utc_now_iso
 from ..config import Config
+from ..devices.hotplug import DiskEvent
 from ..errors import (
     DriveRemovedError,
     FdffdError,
@@ -45,7 +46,6 @@ from ..errors import (
 from ..job.pipeline import interrupted_record, process_path, unstarted_record
 from ..log import get_logger
 from ..sizes import format_size
-from .hotplug import DiskEvent
 from .journal import Entry, JobJournal
 from .ledger import InsertionLedger, boot_id, insertion_key
 from .rate import RateMeter

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..devices.sysfs import loop_port
-from ..devices.udev import disk_identity, is_loop
 from ..log import get_logger
+from .sysfs import loop_port
+from .udev import disk_identity, is_loop
 
 
 @dataclass(frozen=True)
