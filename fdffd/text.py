@@ -25,7 +25,8 @@ DEFAULT_LIMIT = 200
 def clean_untrusted(untrusted: object, limit: int = DEFAULT_LIMIT) -> str:
     """``untrusted`` made safe for logs, records and terminals: whitespace runs become one
     space; control, format, surrogate, private-use and unassigned characters are dropped; at
-    most ``limit`` characters.  Anything that is not a string becomes ``""``."""
+    most ``limit`` characters, never ending in a blank (so cleaning is idempotent: a stored
+    record re-validates to the same bytes).  Anything that is not a string becomes ``""``."""
     if not isinstance(untrusted, str):
         return ""
     kept: list[str] = []
@@ -34,7 +35,7 @@ def clean_untrusted(untrusted: object, limit: int = DEFAULT_LIMIT) -> str:
             kept.append(" ")
         elif unicodedata.category(ch) not in _DROP_CATEGORIES:
             kept.append(ch)
-    return " ".join("".join(kept).split())[:limit]
+    return " ".join("".join(kept).split())[:limit].rstrip()
 
 
 def clean_udev(untrusted: str | None, limit: int = 64) -> str:

@@ -95,7 +95,7 @@ def _cleaner(limit: int) -> BeforeValidator:
     def clean(value: object) -> object:
         # rstrip: a string cut at ``limit`` may end in a space, which a second cleaning would
         # drop; a stored value must come out of the validator unchanged for its line to verify
-        return clean_untrusted(value, limit).rstrip() if isinstance(value, str) else value
+        return clean_untrusted(value, limit) if isinstance(value, str) else value
 
     return BeforeValidator(clean)
 
