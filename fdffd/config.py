@@ -1,6 +1,6 @@
 """The station configuration: TOML in, a validated model out.
 
-Bad settings fail at load, naming the key and the reason (STYLE.md, 8).  Every key
+Bad settings fail at load, naming the key and the reason (docs/design.md).  Every key
 and its default is documented in docs/configuration.md.
 """
 

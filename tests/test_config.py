@@ -20,7 +20,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_match_the_design() -> None:
-    """With no file, the defaults are DESIGN.md's."""
+    """With no file, the defaults are docs/configuration.md's."""
     c = Config()
     assert (
         c.drives.buses == ["usb"] and c.drives.min_size == 64 << 20 and c.drives.max_size == 8 << 40
@@ -30,7 +30,7 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_full_example_loads(tmp_path: Path) -> None:
-    """The example config of DESIGN.md loads, sizes parsed."""
+    """The example config of docs/configuration.md loads, sizes parsed."""
     p = _write(
         tmp_path,
         """

@@ -37,11 +37,11 @@ from typing import Any
 
 import pytest
 
-from fdffd.sim.fakedrive import FakeDrive, FakeSpec, fake_drive
-from fdffd.sim.loopdev import loop_device
+from fdffd_testkit.fakedrive import FakeDrive, FakeSpec, fake_drive
+from fdffd_testkit.loopdev import loop_device
+from fdffd_testkit.station import Station
 
 from ..cli_util import fdffctl
-from ..station_util import Station
 from .rig import MiB, log_verifies
 from .support import FULL, Tally
 
