@@ -12,6 +12,8 @@ steps.  Only binary wheels are used (no compiler, no build of a dependency on th
                                           (hash-checked), with the build backend
     wheelhouse.py install ARCH DIR SITE   install them into the private environment's
                                           site-packages (hash-checked, no index, no compile)
+    wheelhouse.py records SITE            check every installed file against the sha256 in
+                                          its distribution's RECORD (what the wheel held)
     wheelhouse.py depends ARCH ROOT       check that every ELF file under ROOT is built for
                                           ARCH and needs only the C libraries Debian 12 has;
                                           print the Debian dependencies they need (a substvar)
@@ -164,6 +166,35 @@ def install(arch: str, wheels: str, site: str) -> None:
         scripts.rmdir()
 
 
+def records(site: str) -> None:
+    """Every file a wheel installed into ``site`` is still the one it held: the package ships
+    upstream's files unmodified (no strip, no patch), which anyone can check the same way."""
+    import base64
+    import csv
+
+    checked, problems = 0, []
+    for record in sorted(Path(site).glob("*.dist-info/RECORD")):
+        for row in csv.reader(record.read_text().splitlines()):
+            path, digest = row[0], row[1] if len(row) > 1 else ""
+            # entries outside site-packages (console scripts: dh-virtualenv rewrites their
+            # shebang) and the ones pip writes without a hash (RECORD itself, .pyc)
+            if path.startswith("..") or not digest:
+                continue
+            algo, _, want = digest.partition("=")
+            target = Path(site) / path
+            if not target.exists():
+                if not path.endswith("direct_url.json"):  # removed on purpose (debian/rules)
+                    problems.append(f"{path}: listed in {record.parent.name}, missing")
+                continue
+            got = base64.urlsafe_b64encode(hashlib.new(algo, target.read_bytes()).digest())
+            checked += 1
+            if got.rstrip(b"=").decode() != want:
+                problems.append(f"{path}: differs from the wheel ({record.parent.name})")
+    if problems or not checked:
+        fail("\n  ".join(["installed files differ from their RECORD:", *problems]))
+    print(f"wheelhouse: {checked} installed files match their wheel's RECORD", file=sys.stderr)
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split("."))
 
@@ -220,7 +251,7 @@ def depends(arch: str, root: str) -> None:
 
 def main(argv: list[str]) -> None:
     commands = {"lock": (lock, 0), "download": (download, 2), "install": (install, 3),
-                "depends": (depends, 2)}  # fmt: skip
+                "records": (records, 1), "depends": (depends, 2)}  # fmt: skip
     if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][1]:
         fail(f"usage: see {__file__}'s docstring")
     func, _ = commands[argv[0]]
