@@ -213,7 +213,7 @@ def _memory_rows(m: dict[str, Any]) -> list[tuple[str, ...]]:
 def cli_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
     """The quick commands (bench/cli.py): wall time against the bare interpreter."""
     base = c["python_s"]["median"]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for i, case in enumerate(c["cases"]):
         med = case["wall_s"]["median"]
         heavy = ", ".join(case["heavy_imports"]) or "none"
