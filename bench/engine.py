@@ -1,7 +1,7 @@
 """``scripts/bench``: fdffd against its anchors on this machine; prints one table (or JSON).
 
     python -m bench.engine [--quick] [--passes 1,3] [--size 1GiB,4GiB] [--repeat 3]
-                           [--only job,payload,probe,scaling,memory] [--json] [--out FILE]
+                           [--only job,payload,probe,scaling,memory,cli] [--json] [--out FILE]
                            [--plot FILE]
 
 1. job:     a whole job on a tmpfs loop device next to ``dd`` with ``O_DIRECT`` writing and
@@ -14,6 +14,8 @@
 4. scaling: the real daemon under udevd, 1..16 drives at USB-stick speed (blkio throttle):
             efficiency against N x one drive (target >= 90% at 16), CPU, peak RSS per drive.
 5. memory:  the daemon's RSS over 200 consecutive small jobs: does it stay flat?
+6. cli:     ``fdffctl --help`` and ``fdffctl status`` (no daemon), start-up included, median
+            of 20 runs each, against ``python -c pass`` (bench/cli.py).
 
 Needs root (loop devices, FUSE, cgroups).  Touches only devices it creates through
 ``fdffd_testkit`` (testkit/).  See docs/benchmarks.md.
@@ -33,10 +35,10 @@ from typing import Any
 
 from fdffd.sizes import parse_size
 
-from . import machine, payload, plot, probes, rawio, report, station, targets
+from . import cli, machine, payload, plot, probes, rawio, report, station, targets
 from .runner import fdffctl_path, log, missing_tools
 
-SECTIONS = ("job", "payload", "probe", "scaling", "memory")
+SECTIONS = ("job", "payload", "probe", "scaling", "memory", "cli")
 
 
 def _int_list(text: str) -> list[int]:
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"systemd-udevd went away {keeper.restarts} time(s) during the run "
                     "(another session stopped its own); the bench started its own"
                 )
+        if "cli" in args.only:
+            results["cli"] = cli.measure(fdffctl, workdir / "cli")
     finally:
         station.keep_udevd(None)
         keeper.__exit__(None, None, None)

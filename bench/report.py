@@ -210,6 +210,27 @@ def _memory_rows(m: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
+def cli_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The quick commands (bench/cli.py): wall time against the bare interpreter."""
+    base = c["python_s"]["median"]
+    rows: list[tuple[str, ...]] = []
+    for i, case in enumerate(c["cases"]):
+        med = case["wall_s"]["median"]
+        heavy = ", ".join(case["heavy_imports"]) or "none"
+        rows.append(
+            (
+                "cli" if i == 0 else "",
+                case["case"],
+                secs(med) + spread(case["wall_s"]),
+                f"python -c pass {secs(base)}",
+                f"{med / base:.1f}×" if base else "",
+                f"median of {c['runs']}; exit {'/'.join(map(str, case['exit']))}; "
+                f"heavy modules imported: {heavy}",
+            )
+        )
+    return rows
+
+
 def _targets_table(targets: list[dict[str, Any]]) -> list[str]:
     if not targets:
         return []
@@ -275,6 +296,8 @@ def render(results: dict[str, Any]) -> str:
         rows += _scaling_rows(results["scaling"])
     if "memory" in results:
         rows += _memory_rows(results["memory"])
+    if "cli" in results:
+        rows += cli_rows(results["cli"])
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     sep = "  "
 

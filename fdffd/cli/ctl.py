@@ -9,13 +9,20 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import ExitCode, FdffdError, UsageError
 from ..fsutil import make_state_dir
-from ..log import configure
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+# Quick commands stay quick: `fdffctl --help` imports none of pydantic, structlog, numpy or
+# cryptography, and each command imports what it uses, in its function
+# (tests/test_ctl_imports.py; the figures: bench/cli.py).  config.DEFAULT_CONFIG_PATH, without
+# importing pydantic:
+DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
 
 
 class Terminated(FdffdError):
@@ -30,6 +37,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from ..config import load_config
+
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.exists():
         path = DEFAULT_CONFIG_PATH
@@ -548,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return ExitCode.USAGE if exc.code else ExitCode.OK
+    from ..log import configure
+
     configure(json=None, level=getattr(args, "log_level", "warning"))
     signal.signal(signal.SIGTERM, _on_signal)
     try:
