@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+import fdffd.payload.exiftool  # noqa: F401  (its error class joins the tree)
 from fdffd import errors
 from fdffd.audit.record import VERDICTS
 from fdffd.cli.ctl import Terminated
@@ -35,6 +36,7 @@ PINNED = {
     "AuditError": "audit",
     "AuditVerifyError": "audit-verify",
     "Terminated": "terminated",
+    "ExifToolMissing": "exiftool-missing",
 }
 
 

@@ -323,7 +323,7 @@ def test_a_job_recorded_just_before_a_crash_is_not_recorded_again(tmp_path: Path
     entry = _queued_entry(first, "sdw")
     first.journal.begin("d" * 32, {**entry, "started_at": "2026-12-03T10:00:01.000Z"})
     rec = interrupted_record(first.cfg, {**entry, "job_id": "d" * 32})
-    rec["verdict"], rec["error"] = "ok", None
+    rec.verdict, rec.error = "ok", None
     first.sink.audit.append(rec)  # ... and the daemon dies here
     core = _core(tmp_path)
     assert core.recover() == 1

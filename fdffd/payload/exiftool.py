@@ -38,6 +38,8 @@ Tags = dict[str, Any]
 class ExifToolMissing(PayloadError):
     """{detail}"""
 
+    code = "exiftool-missing"
+
 
 def exiftool_path() -> str:
     """The ``exiftool`` program, or ``ExifToolMissing`` saying how to install it."""
