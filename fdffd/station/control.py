@@ -212,7 +212,10 @@ def request(path: Path, req: dict[str, Any], *, timeout: float = TIMEOUT) -> dic
             raise UsageError(f"cannot reach the control socket {path}: {err.strerror}") from None
         buf = b""
         try:
-            s.sendall(json.dumps(req).encode() + b"\n")
+            try:
+                s.sendall(json.dumps(req).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it answered (a refusal) and closed before reading: the answer is here
             while not buf.endswith(b"\n"):
                 part = s.recv(65536)
                 if not part:
