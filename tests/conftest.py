@@ -27,6 +27,7 @@ from fdffd.sim.loopdev import LoopDevice, live_devices, loop_device
 from fdffd.sim.udevd import UDEVD, running_udevd
 
 from .station_util import Station, station_factory
+from .unprivileged import Nobody, nobody_python, unavailable
 
 #: ``CI=true`` (GitHub Actions, GitLab, most CI systems set it): a skip is a failure
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
@@ -154,6 +155,16 @@ def station(udevd: None, tmp_path: Path, fuse_support: None) -> Iterator[Callabl
     """Factory: ``station(**job)`` -> a Station (tests/station_util.py), killed after the test."""
     with station_factory(tmp_path) as make:
         yield make
+
+
+@pytest.fixture(scope="session")
+def nobody() -> Iterator[Nobody]:
+    """``nobody.python(*args)``: Python as the user nobody, with fdffd importable wherever the
+    checkout is (tests/unprivileged.py builds a world-readable copy once a session)."""
+    if (why := unavailable()) is not None:
+        pytest.skip(why)
+    with nobody_python() as nb:
+        yield nb
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
