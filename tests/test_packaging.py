@@ -317,6 +317,22 @@ def _udev_unavailable() -> str | None:
         return "udev rule test needs /etc/udev/rules.d (Debian package udev)"
     if not Path("/sys/class/block").is_dir():
         return "udev rule test needs sysfs mounted on /sys (udevadm test reads the device there)"
+    return _private_mounts_unavailable()
+
+
+@cache
+def _private_mounts_unavailable() -> str | None:
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return (
+            f"udev rule test needs a private mount namespace: {proc.stderr.strip()} (in a "
+            "chroot, / must be a mount point: bind-mount the root onto itself before chroot)"
+        )
     return None
 
 
