@@ -117,3 +117,37 @@ def test_daemon_with_a_state_dir_that_is_a_file_exits_2_naming_it(tmp_path: Path
         )
         assert p.returncode == 2, p.stderr
         assert f"station.state_dir {state}" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_audit_verify_on_a_new_station_says_there_is_no_record_yet(tmp_path: Path) -> None:
+    """No log and no key yet: exit 0 saying so (not "no public key ... pass --pubkey");
+    a log without its key still asks for the key."""
+    cfg = write_config(tmp_path)
+    run = fdffctl("audit", "verify", "--config", str(cfg))
+    assert run.code == 0, run.stderr
+    assert "no record yet" in run.stdout and "nothing to verify" in run.stdout
+    run = fdffctl("audit", "verify", "--config", str(cfg), "--json")
+    assert run.code == 0 and json.loads(run.stdout) | {"summary": ""} == {
+        "ok": True,
+        "summary": "",
+        "lines": 0,
+        "head": "0" * 64,
+    }
+    assert not (tmp_path / "state").exists()  # verifying creates nothing
+    _log_with(tmp_path, 1)
+    (tmp_path / "state" / "station.pub").unlink()
+    run = fdffctl("audit", "verify", "--config", str(cfg))
+    assert run.code == 2 and "no public key" in run.stderr and "--pubkey" in run.stderr
+
+
+def test_payload_add_creates_the_state_dir_0700(tmp_path: Path) -> None:
+    """The first `payload add` on a station makes the state dir 0700 (as the unit does), not
+    0755 as a parent of the payload dir."""
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path, station={"payload_dir": str(state / "payloads")})
+    src = tmp_path / "src"
+    (src / "books").mkdir(parents=True)
+    (src / "books" / "a.txt").write_bytes(b"a book")
+    run = fdffctl("payload", "add", "default", str(src), "--config", str(cfg))
+    assert run.code == 0, run.stderr
+    assert state.stat().st_mode & 0o777 == 0o700

@@ -8,6 +8,8 @@
   on a station.
 - The udev rules parse, and mark a USB disk (a loop device that a test-only rule dresses up as
   one, in a private mount namespace so the machine's udevd never sees the rules).
+- (heavy, ``--heavy``) The checkout installs with pip into a new venv, as docs/operator.md
+  says, and both commands run.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ NO_CAPS = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=
 
 needs_systemd_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (Debian package: systemd)",
+    reason="systemd-analyze not installed (Debian package systemd)",
 )
 
 
@@ -189,12 +191,14 @@ def _enter_unit_policy() -> None:
 
 
 def _policy_unavailable() -> str | None:
-    if platform.machine() != "x86_64" or not _UNISTD.exists():
-        return "the seccomp stand-in is written for x86_64 (needs asm/unistd_64.h)"
+    if platform.machine() != "x86_64":
+        return f"the seccomp stand-in is written for x86_64; this machine is {platform.machine()}"
+    if not _UNISTD.exists():
+        return f"the system call numbers come from {_UNISTD} (Debian package linux-libc-dev)"
     if shutil.which("systemd-analyze") is None:
-        return "systemd-analyze not installed (Debian package: systemd)"
+        return "systemd-analyze not installed (Debian package systemd)"
     if shutil.which("setpriv") is None:
-        return "setpriv (util-linux) not installed"
+        return "setpriv not installed (Debian package util-linux)"
     return None
 
 
@@ -231,6 +235,43 @@ def test_a_job_runs_as_root_without_capabilities_under_the_units_filter(
     assert json.loads(proc.stdout)["verdict"] == "ok"
 
 
+# --- the package, installed as docs/operator.md says (heavy: it downloads from PyPI) -------------
+
+
+@pytest.mark.heavy
+def test_the_package_installs_into_a_venv_with_both_commands(tmp_path: Path) -> None:
+    """`pip install` of the checkout into a new venv gives `fdffd` and `fdffctl` that run:
+    the config check, and `audit verify` on a new station (no record yet)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "fdffd", src / "fdffd", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys._base_executable
+    venv = tmp_path / "opt"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    config = tmp_path / "fdffd.toml"
+    config.write_text(f'[station]\nid = "installed"\nstate_dir = "{tmp_path}/state"\n')
+
+    def run(*argv: str) -> str:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert run(str(venv / "bin" / "fdffd"), "--check-config", "--config", str(config)).startswith(
+        "fdffd: config ok"
+    )
+    out = run(str(venv / "bin" / "fdffctl"), "audit", "verify", "--config", str(config))
+    assert "no record yet" in out
+
+
 # --- udev rules --------------------------------------------------------------------------------
 
 
@@ -245,11 +286,12 @@ def test_udev_rules_hide_station_drives_from_automounters() -> None:
 def _udevadm_test(rules_dir: Path, device: str) -> tuple[dict[str, str], str]:
     """`udevadm test` in a private mount namespace, with ``rules_dir`` bind-mounted over
     /etc/udev/rules.d (the running udevd, if any, never reads these rules) and a tmpfs over
-    /run/udev (`udevadm test` writes the device's tags into the udev database: keep them out
-    of the machine's)."""
+    /run (`udevadm test` writes the device's tags into the udev database under /run/udev:
+    keep them out of the machine's; and /run/udev need not exist, as in a container or a
+    chroot where no udevd ever ran)."""
     script = (
-        f'mount --bind "{rules_dir}" /etc/udev/rules.d && mount -t tmpfs tmpfs /run/udev'
-        f' && exec udevadm test --action=add "{device}"'
+        f'mount --bind "{rules_dir}" /etc/udev/rules.d && mount -t tmpfs tmpfs /run'
+        f' && mkdir /run/udev && exec udevadm test --action=add "{device}"'
     )
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -268,11 +310,29 @@ def _udevadm_test(rules_dir: Path, device: str) -> tuple[dict[str, str], str]:
 def _udev_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "udev rule test needs root (a private mount namespace)"
-    for tool in ("udevadm", "unshare"):
+    for tool, package in (("udevadm", "udev"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
-            return f"udev rule test needs {tool}"
+            return f"udev rule test needs {tool} (Debian package {package})"
     if not Path("/etc/udev/rules.d").is_dir():
-        return "udev rule test needs /etc/udev/rules.d"
+        return "udev rule test needs /etc/udev/rules.d (Debian package udev)"
+    if not Path("/sys/class/block").is_dir():
+        return "udev rule test needs sysfs mounted on /sys (udevadm test reads the device there)"
+    return _private_mounts_unavailable()
+
+
+@cache
+def _private_mounts_unavailable() -> str | None:
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return (
+            f"udev rule test needs a private mount namespace: {proc.stderr.strip()} (in a "
+            "chroot, / must be a mount point: bind-mount the root onto itself before chroot)"
+        )
     return None
 
 

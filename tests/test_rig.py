@@ -334,18 +334,35 @@ def test_teardown_kills_a_hung_server(fuse_support: None) -> None:
 
 
 def test_teardown_kills_a_server_that_hangs_a_flush(fuse_support: None) -> None:
-    """Dirty page-cache data for a hung server cannot block teardown: the server is killed."""
+    """Dirty page-cache data for a hung server cannot block teardown: the server is killed.
+
+    The write runs in a thread: a udevd that reads the new device (blkid, on any udevd of the
+    kernel) holds page-cache pages locked while the server is stopped, and then the buffered
+    write itself waits for the server; teardown must end it too."""
+    done: list[object] = []
+
+    def buffered_write(path: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY)  # buffered: the flush happens at the last close
+            try:
+                os.pwrite(fd, pattern(0, 65536), 0)
+            finally:
+                os.close(fd)
+            done.append("closed")
+        except OSError as exc:
+            done.append(exc.errno)
+
     with fake_drive(FakeSpec.honest(32 * MiB), stuck_after=1.0) as drive:
         assert drive.loop is not None
         disk, server = drive.loop.backing, drive.server
         drive.kill_server(signal.SIGSTOP)
-        fd = os.open(drive.path, os.O_WRONLY)  # buffered: the flush happens at the last close
-        try:
-            os.pwrite(fd, pattern(0, 65536), 0)
-        finally:
-            os.close(fd)
+        writer = threading.Thread(target=buffered_write, args=(drive.path,), daemon=True)
+        writer.start()
+        writer.join(2)
         started = time.monotonic()
     assert time.monotonic() - started < 8
+    writer.join(10)
+    assert not writer.is_alive() and done, "the writer is still stuck after teardown"
     assert server.returncode == -signal.SIGKILL
     assert loops_backed_by(disk) == []
 

@@ -38,6 +38,7 @@ from fdffd.station.daemon import Daemon
 from fdffd_testkit.loopdev import LoopDevice
 
 from ..cli_util import device_sha256, fdffctl, write_config
+from ..unprivileged import Nobody
 from .support import RELIABILITY_SETTINGS, Tally
 
 #: the tally fixture is one object for the session, so sharing it between examples is right
@@ -760,20 +761,6 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _as_nobody(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` as the unprivileged user nobody (a real process, a real uid)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run a process as nobody")
-    return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
-        stdin=subprocess.DEVNULL,
-    )
-
-
 CLI_TREES: dict[str, tuple[dict[str, bytes | str], str]] = {
     "reserved character": ({"films/a?b.mp4": b"x"}, "'?'"),
     "control character": ({"films/bell\x07.mp4": b"x"}, "control character"),
@@ -829,7 +816,7 @@ def test_cli_payload_add_refuses_bad_trees_and_keeps_the_profile(
 
 
 def test_unreadable_files_refused_for_a_real_unprivileged_user(
-    open_dir: Path, tally: Tally
+    open_dir: Path, nobody: Nobody, tally: Tally
 ) -> None:
     """Run as nobody, `payload add` names the unreadable file and directory; nothing is kept."""
     src = open_dir / "src"
@@ -841,8 +828,8 @@ def test_unreadable_files_refused_for_a_real_unprivileged_user(
     os.chmod(payloads, 0o777)
     cfg = write_config(open_dir, station={"payload_dir": str(payloads)})
     os.chmod(cfg, 0o644)
-    run = _as_nobody(
-        sys.executable, "-m", "fdffd.cli.ctl", "payload", "add", "p", str(src), "--config", str(cfg)
+    run = nobody.python(
+        "-m", "fdffd.cli.ctl", "payload", "add", "p", str(src), "--config", str(cfg)
     )
     assert run.returncode == 2, (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr
@@ -1019,7 +1006,9 @@ def test_too_many_clients_are_told_busy(daemon_socket: ControlServer, tally: Tal
     tally.case("bad input", f"control: {MAX_CLIENTS + 1} clients at once", "busy answer, recovers")
 
 
-def test_control_socket_refuses_a_real_non_root_client(open_dir: Path, tally: Tally) -> None:
+def test_control_socket_refuses_a_real_non_root_client(
+    open_dir: Path, nobody: Nobody, tally: Tally
+) -> None:
     """A process running as nobody is refused: by the file modes, and by SO_PEERCRED when the
     modes are loosened; `fdffctl status` as nobody exits 2 saying it needs root."""
     run_dir = open_dir / "run"
@@ -1027,7 +1016,7 @@ def test_control_socket_refuses_a_real_non_root_client(open_dir: Path, tally: Ta
     os.chmod(cfg, 0o644)
     srv = ControlServer(run_dir / "control.sock", lambda req: {"ports": []})
     try:
-        status = _as_nobody(sys.executable, "-m", "fdffd.cli.ctl", "status", "--config", str(cfg))
+        status = nobody.python("-m", "fdffd.cli.ctl", "status", "--config", str(cfg))
         assert status.returncode == 2 and "permission denied" in status.stderr, status.stderr
         assert "run as root" in status.stderr and "Traceback" not in status.stderr
         os.chmod(run_dir, 0o755)  # someone loosened the modes: SO_PEERCRED still refuses
@@ -1037,7 +1026,7 @@ def test_control_socket_refuses_a_real_non_root_client(open_dir: Path, tally: Ta
             "try:\n    request(Path(sys.argv[1]), {'cmd': 'status'})\n"
             "except Exception as e:\n    print(type(e).__name__, e)"
         )
-        client = _as_nobody(sys.executable, "-c", code, str(srv.path))
+        client = nobody.python("-c", code, str(srv.path))
         assert "UsageError" in client.stdout, (client.stdout, client.stderr)
         assert "the control socket is for root" in client.stdout, client.stdout
         assert "ports" in request(srv.path, {"cmd": "status"})  # root still gets answers
