@@ -49,6 +49,9 @@ TREE = {
 }
 EMPTY_DIRS = ["빈 폴더", "courses/English/homework"]
 
+#: a fixed base date for the timestamps, so two plans of the same draws are comparable
+BASE_TIME = datetime(2024, 5, 17, 14, 3, 21)
+
 
 def pub_text(key: Ed25519PrivateKey) -> str:
     return key_text(key.public_key())
@@ -127,7 +130,9 @@ def _plan_view(store: Path, usable: int, fs: str) -> list[tuple[int, int, str, o
     place, and what goes there (bytes, or a file's path, offset and the bytes read)."""
     ids = bytes(range(ID_BYTES))
     with open_profile(store, "films") as p:
-        plan = build_plan(usable, p.tree(), filesystem=fs, label="FILMS", ids=ids)
+        plan = build_plan(
+            usable, p.tree(), filesystem=fs, label="FILMS", ids=ids, base_time=BASE_TIME
+        )
         out: list[tuple[int, int, str, object]] = []
         for e in plan.extents:
             src = e.source
