@@ -21,7 +21,9 @@ from fdffd import i18n
 from fdffd.station.status import example_status
 from fdffd.station.view import (
     EXPLAINED,
+    NOT_WIPED,
     STAGES,
+    UNREACHABLE,
     VERDICT_NAMES,
     WORDS,
     render_status_text,
@@ -209,3 +211,12 @@ def test_the_korean_view_fits_an_80x24_terminal(tmp_path: Path, korean: None) ->
         assert rc_file.read_text() == "0"
     finally:
         _tmux(socket, "kill-server")
+
+
+def test_the_korean_volunteer_card_prints_every_phrase(korean: None) -> None:
+    """docs/volunteer-card.ko.md names every Korean phrase of the screen (and its English one),
+    so the card matches the screen in either language."""
+    card = (REPO / "docs/volunteer-card.ko.md").read_text()
+    for words, _ in WORDS.values():
+        assert f"`{i18n._(words)}` (`{words}`)" in card, words
+    assert i18n._(NOT_WIPED) in card and i18n._(UNREACHABLE) in card
