@@ -220,3 +220,18 @@ def test_the_korean_volunteer_card_prints_every_phrase(korean: None) -> None:
     for words, _ in WORDS.values():
         assert f"`{i18n._(words)}` (`{words}`)" in card, words
     assert i18n._(NOT_WIPED) in card and i18n._(UNREACHABLE) in card
+
+
+@pytest.mark.parametrize("size", [(80, 24), (40, 12), (24, 6), (132, 43)])
+@pytest.mark.parametrize("ports", [1, 8, 16])
+def test_korean_watch_lines_fit_any_terminal(
+    korean: None, size: tuple[int, int], ports: int
+) -> None:
+    width, height = size
+    status = example_status()
+    status["ports"] = (status["ports"] * 2)[:ports]
+    lines = render_watch_lines(status, width, height)
+    assert len(lines) <= height
+    assert all(text_width(text) <= width for text, _ in lines)
+    text = render_status_text(status, width=width)
+    assert all(text_width(line) <= width for line in text.splitlines())

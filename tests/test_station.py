@@ -105,6 +105,8 @@ def test_kill_9_then_restart_records_the_running_job_interrupted(
         port = _port_with_verdict(st, path)
         assert port["last"]["verdict"] == "interrupted" and port["last"]["wiped"] is False
         assert port["last"]["job_id"] == rec["job_id"]
+        shown = fdffctl("status", "--config", str(st.config)).stdout
+        assert "INTERRUPTED - plug it in again" in shown and "not wiped" in shown, shown
     assert fdffctl("audit", "verify", "--config", str(st.config)).code == 0
     st.stop()
 
