@@ -12,6 +12,12 @@ error code and gate rule (never the English message). ``docs/volunteer-card.md``
 phrases. A finished drive that was not wiped (refused, failed, pulled while it waited, ...) has
 :data:`NOT_WIPED` before its message.
 
+Every phrase is English in the source and translated where it is placed on a line
+(:mod:`fdffd.i18n`: English or Korean, ``docs/volunteer-card.ko.md``). In another language than
+English a finished job's message is said from its error code or gate rule (:data:`EXPLAINED`);
+the record's English message is shown only for a code without words. Widths are counted in
+terminal cells (:func:`text_width`: a Hangul syllable takes two), so Korean lines fit and line up.
+
 The full-screen view (:func:`render_watch_lines`) returns ``(text, colour)`` lines; ``colour`` is
 one of :data:`COLOURS`. Each port gets the richest layout that fits the height:
 
