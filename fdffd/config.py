@@ -70,6 +70,9 @@ class StationSection(_Section):
     state_dir: AbsPath = Path("/var/lib/fdffd")
     payload_dir: AbsPath = Path("/var/lib/fdffd/payloads")
     control_socket: AbsPath = Path("/run/fdffd/control.sock")
+    #: the volunteers' language (``en``, ``ko``); ``LANGUAGE`` wins over it, it wins over
+    #: ``LC_ALL``/``LC_MESSAGES``/``LANG`` (see fdffd.i18n)
+    language: Literal["en", "ko"] | None = None
 
 
 def _check_glob(glob: str) -> str:

@@ -8,6 +8,7 @@ setuptools of the test environment (no build isolation: no download)."""
 from __future__ import annotations
 
 import email.parser
+import os
 import re
 import shutil
 import subprocess
@@ -92,6 +93,9 @@ def test_the_wheel_holds_the_station_and_no_simulation(wheel: Path) -> None:
     # every module of the station's source tree is in it
     tree = {str(p.relative_to(ROOT)) for p in (ROOT / "fdffd").rglob("*.py")}
     assert tree == set(code)
+    # and the translations, compiled (scripts/catalogs)
+    catalogs = {str(p.relative_to(ROOT)) for p in (ROOT / "fdffd/locale").rglob("*.mo")}
+    assert catalogs and catalogs <= set(names), sorted(catalogs)
 
 
 def test_the_wheel_requires_no_test_only_package(wheel: Path) -> None:
@@ -185,3 +189,22 @@ def test_fdffctl_demo_without_the_kit_says_what_to_install(tmp_path: Path, wheel
     assert "simulated drives are not installed" in run.stderr
     assert "pip install ./testkit" in run.stderr and "scripts/demo" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_installed_station_speaks_korean(tmp_path: Path, wheel: Path) -> None:
+    """The wheel's compiled catalog is found where pip installed it: ``LANGUAGE=ko fdffctl
+    status`` with no daemon says so in Korean."""
+    bindir = _station_venv(tmp_path, wheel)
+    config = tmp_path / "fdffd.toml"
+    config.write_text(f'[station]\ncontrol_socket = "{tmp_path / "none.sock"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    run = subprocess.run(
+        [str(bindir / "fdffctl"), "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+        env={**env, "LANGUAGE": "ko", "LANG": "C.UTF-8"},
+    )
+    assert run.returncode != 0 and "fdffd가 실행 중이 아니에요" in run.stderr, run.stderr

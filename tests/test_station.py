@@ -102,8 +102,49 @@ def test_kill_9_then_restart_records_the_running_job_interrupted(
         assert rec["verdict"] == "interrupted" and rec["device"]["path"] == path
         time.sleep(2)
         assert len(st.records()) == 1, "the drive was not started over"
+        port = _port_with_verdict(st, path)
+        assert port["last"]["verdict"] == "interrupted" and port["last"]["wiped"] is False
+        assert port["last"]["job_id"] == rec["job_id"]
+        shown = fdffctl("status", "--config", str(st.config)).stdout
+        assert "INTERRUPTED - plug it in again" in shown and "not wiped" in shown, shown
     assert fdffctl("audit", "verify", "--config", str(st.config)).code == 0
     st.stop()
+
+
+def _port_with_verdict(st: Station, device: str, timeout: float = 30) -> dict[str, Any]:
+    """The status of ``device``'s port once it shows a finished job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        port = st.port(device)
+        if port is not None and port["state"] == "idle" and port["last"]:
+            return port
+        time.sleep(0.1)
+    raise AssertionError(f"{device} shows no verdict: {st.status_or_none()}")
+
+
+def test_a_restart_shows_the_finished_drives_still_plugged_in(
+    station: Callable[..., Station],
+) -> None:
+    """Three drives DONE, the daemon restarted: its status shows the three ports again, each
+    with the verdict of its own record, and nothing is processed again."""
+    st = station()
+    st.start()
+    with drives(st.shm, [64 * MiB, 64 * MiB, 64 * MiB]) as paths:
+        recs = st.wait_records(3)
+        st.wait_idle()
+        assert st.stop() == 0
+        st.start()
+        by_device = {r["device"]["path"]: r for r in recs}
+        for path in paths:
+            port = _port_with_verdict(st, path)
+            assert port["last"]["verdict"] == "ok" and port["last"]["wiped"] is True
+            assert port["last"]["job_id"] == by_device[path]["job_id"]
+            assert port["drive"], "the drive is described again"
+        status = st.status_or_none() or {"totals": {}}
+        assert status["totals"]["active"] == status["totals"]["queued"] == 0
+        time.sleep(1)
+        assert len(st.records()) == 3, "no drive was processed again"
+    assert st.stop() == 0
 
 
 def test_sigterm_records_running_jobs_interrupted(station: Callable[..., Station]) -> None:

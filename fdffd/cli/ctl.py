@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .. import __version__, i18n
 from ..errors import ExitCode, FdffdError, UsageError
 from ..fsutil import make_state_dir
 
@@ -42,7 +42,9 @@ def _config(args: argparse.Namespace) -> Config:
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.exists():
         path = DEFAULT_CONFIG_PATH
-    return load_config(path)
+    cfg = load_config(path)
+    i18n.use(i18n.choose(cfg.station.language))
+    return cfg
 
 
 def _interval(text: str) -> float:
@@ -584,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..log import configure
 
     configure(json=None, level=getattr(args, "log_level", "warning"))
+    i18n.use(i18n.choose())  # the config's station.language, once it is read (_config)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         return int(args.func(args))
@@ -591,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fdffctl: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("fdffctl: interrupted", file=sys.stderr)
+        print("fdffctl: " + i18n._("interrupted"), file=sys.stderr)
         return ExitCode.INTERRUPTED
 
 

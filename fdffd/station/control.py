@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..i18n import _
 from ..log import get_logger
 
 MAX_REQUEST = 64 << 10
@@ -205,9 +206,12 @@ def request(path: Path, req: dict[str, Any], *, timeout: float = TIMEOUT) -> dic
         try:
             s.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
-            raise UsageError(f"fdffd is not running (no control socket at {path})") from None
+            raise UsageError(
+                _("fdffd is not running (no control socket at {path})").format(path=path)
+            ) from None
         except PermissionError:
-            raise UsageError(f"permission denied on {path}: run as root") from None
+            denied = _("permission denied on {path}: run as root")
+            raise UsageError(denied.format(path=path)) from None
         except OSError as err:
             raise UsageError(f"cannot reach the control socket {path}: {err.strerror}") from None
         buf = b""
@@ -222,7 +226,11 @@ def request(path: Path, req: dict[str, Any], *, timeout: float = TIMEOUT) -> dic
                     break
                 buf += part
         except TimeoutError:
-            raise UsageError(f"fdffd did not answer within {timeout:g} s ({path})") from None
+            raise UsageError(
+                _("fdffd did not answer within {seconds:g} s ({path})").format(
+                    seconds=timeout, path=path
+                )
+            ) from None
         except OSError as err:
             raise UsageError(f"the control socket {path} failed: {err.strerror}") from None
     if not buf:

@@ -15,6 +15,10 @@ the station acts on it, so that a crash (kill -9, a power cut) or a stop loses n
    the queued entry goes.  A crash between the two leaves both; the job's entry wins.
 3. done: the record sink removes the job's entry once its record is in the audit log.
 
+The seen-set also keeps, for each insertion whose job ended, the job id of its record
+(:meth:`finished`): after a restart, a drive still plugged in with the same DISKSEQ is shown
+with its last verdict, read from that record in the audit log.
+
 On start, :meth:`queued` hands back the queued entries left behind (drives that waited for a
 worker when the daemon stopped); the station processes those whose drive is still there with
 the same DISKSEQ and records the others as not wiped.
@@ -57,6 +61,8 @@ class InsertionLedger:
         self.log = get_logger(component="ledger")
         for stale in state_dir.glob(f".{SEEN_FILE}.*.tmp"):  # a save the daemon died in
             stale.unlink(missing_ok=True)
+        #: the job id of the record each seen insertion ended with, by insertion key
+        self.records: dict[str, str] = {}
         self.seen: set[str] = self._load()
 
     def _load(self) -> set[str]:
@@ -66,10 +72,19 @@ class InsertionLedger:
             return set()
         if not isinstance(data, dict) or data.get("boot_id") != self.boot:
             return set()  # DISKSEQ restarts with every boot
-        return {str(k) for k in data.get("insertions", [])}
+        seen = {str(k) for k in data.get("insertions", [])}
+        records = data.get("records")
+        if isinstance(records, dict):
+            self.records = {
+                str(k): v for k, v in records.items() if k in seen and isinstance(v, str)
+            }
+        return seen
 
     def _save(self) -> None:
-        data = json.dumps({"boot_id": self.boot, "insertions": sorted(self.seen)}).encode()
+        data = json.dumps(
+            {"boot_id": self.boot, "insertions": sorted(self.seen), "records": self.records},
+            sort_keys=True,
+        ).encode()
         try:
             atomic_write(self.path, data)
         except OSError as err:  # the in-memory set still holds; the queued entry is on disk
@@ -106,12 +121,19 @@ class InsertionLedger:
             self.seen |= new
             self._save()
 
+    def finished(self, key: str, job_id: str) -> None:
+        """The insertion's job ended with the record ``job_id`` (shown again after a restart)."""
+        if key in self.seen and self.records.get(key) != job_id:
+            self.records[key] = job_id
+            self._save()
+
     def forget_unnumbered(self, name: str) -> None:
         """Without DISKSEQ (kernels before 5.15) an insertion is known only by its name:
         forget it when the medium goes, so that the next one is new."""
         key = f"{name}:None"
         if key in self.seen:
             self.seen.discard(key)
+            self.records.pop(key, None)
             self._save()
 
     def begin(self, job_id: str, entry: Entry) -> None:

@@ -133,6 +133,8 @@ class Station:
         #: insertions queued before a restart, by key, until the hotplug watch finds them
         self.awaiting: dict[str, Insertion] = {}
         self.running: dict[str, _Running] = {}  # by device name
+        #: the records of insertions that ended before a restart, by key, until seen again
+        self.before_restart: dict[str, dict[str, Any]] = {}
         self.totals = Totals()
         self.started_at = utc_now_iso()
         self.stopping = False
@@ -159,6 +161,11 @@ class Station:
                 continue
             self._recover_queued(entry)
             count += 1
+        ended = {k: j for k, j in self.ledger.records.items() if k not in self.before_restart}
+        found = self.sink.in_log(set(ended.values()))
+        for key, job_id in ended.items():
+            if job_id in found:
+                self.before_restart[key] = found[job_id]
         return count
 
     def _recover_job(self, entry: Entry, begun: set[str], logged: dict[str, Any] | None) -> None:
@@ -181,6 +188,8 @@ class Station:
             begun.add(insertion)
             if self.ledger.same_boot(entry):
                 self.ledger.mark_seen(insertion)
+                self.ledger.finished(insertion, job_id)
+                self.before_restart[insertion] = rec
         port = self._port(str(entry.get("port") or ""), str(entry.get("device") or ""))
         with self.lock:
             self._finished(port, rec)
@@ -230,6 +239,7 @@ class Station:
             taken = self.awaiting.pop(key, None)  # queued before a restart, and still here
             if taken is None:
                 if self.ledger.is_seen(key):
+                    self._show_again(key, ev)
                     return
                 entry = self.ledger.take(ev, describe(ev))  # durable before it is seen
                 taken = Insertion(ev.name, ev.device, key, entry, self._port(ev.port, ev.device))
@@ -238,6 +248,14 @@ class Station:
             self.queue.append(taken)
             self.log.info("drive.queued", device=ev.device, port=ev.port, diskseq=ev.diskseq)
             self._start_jobs()
+
+    def _show_again(self, key: str, ev: DiskEvent) -> None:
+        """A drive whose job ended before a restart, still plugged in: its port shows its
+        record again (under the lock)."""
+        rec = self.before_restart.pop(key, None)
+        port = self._port(ev.port, ev.device) if rec is not None else None
+        if rec is not None and port is not None and port.state == "idle":
+            port.device, port.drive, port.last = ev.device, describe(ev), LastJob.of_record(rec)
 
     def on_enumerated(self) -> None:
         """The hotplug watch has seen every disk present: an insertion queued before a restart
@@ -316,6 +334,7 @@ class Station:
                     port.state = "idle"
                     if rec is not None:
                         self._finished(port, rec)
+                        self.ledger.finished(ins.key, str(rec["job_id"]))
                 self._start_jobs()
                 self.idle.notify_all()
         if (

@@ -12,6 +12,12 @@ error code and gate rule (never the English message). ``docs/volunteer-card.md``
 phrases. A finished drive that was not wiped (refused, failed, pulled while it waited, ...) has
 :data:`NOT_WIPED` before its message.
 
+Every phrase is English in the source and translated where it is placed on a line
+(:mod:`fdffd.i18n`: English or Korean, ``docs/volunteer-card.ko.md``). In another language than
+English a finished job's message is said from its error code or gate rule (:data:`EXPLAINED`);
+the record's English message is shown only for a code without words. Widths are counted in
+terminal cells (:func:`text_width`: a Hangul syllable takes two), so Korean lines fit and line up.
+
 The full-screen view (:func:`render_watch_lines`) returns ``(text, colour)`` lines; ``colour`` is
 one of :data:`COLOURS`. Each port gets the richest layout that fits the height:
 
@@ -32,6 +38,7 @@ from datetime import datetime
 from typing import Any
 
 from fdffd.audit.record import VERDICTS as VERDICTS  # the one list; each has WORDS
+from fdffd.i18n import N_, _, language
 from fdffd.sizes import format_size
 from fdffd.station.status import PortStatus, StationStatus, port_name
 from fdffd.text import clean_untrusted
@@ -41,32 +48,77 @@ COLOURS = ("green", "red", "yellow", "cyan", "dim", "bold", "plain")
 
 WORDS: dict[str, tuple[str, str]] = {
     # verdicts of the port's last job
-    "ok": ("DONE - pull it", "green"),
-    "rescued": ("DONE (rescued, smaller) - pull it", "green"),
-    "counterfeit": ("COUNTERFEIT - set aside", "red"),
-    "defective": ("BAD FLASH - set aside", "red"),
-    "failed": ("FAILED - try again or set aside", "yellow"),
-    "failed:removed": ("PULLED - plug it back in", "yellow"),
-    "refused": ("NOT ALLOWED - see operator", "yellow"),
-    "refused:write-protected": ("WRITE-PROTECTED - flip the switch", "yellow"),
-    "interrupted": ("INTERRUPTED - plug it in again", "yellow"),
+    "ok": (N_("DONE - pull it"), "green"),
+    "rescued": (N_("DONE (rescued, smaller) - pull it"), "green"),
+    "counterfeit": (N_("COUNTERFEIT - set aside"), "red"),
+    "defective": (N_("BAD FLASH - set aside"), "red"),
+    "failed": (N_("FAILED - try again or set aside"), "yellow"),
+    "failed:removed": (N_("PULLED - plug it back in"), "yellow"),
+    "refused": (N_("NOT ALLOWED - see operator"), "yellow"),
+    "refused:write-protected": (N_("WRITE-PROTECTED - flip the switch"), "yellow"),
+    "interrupted": (N_("INTERRUPTED - plug it in again"), "yellow"),
     # states without a finished job
-    "active": ("WORKING - don't pull", "cyan"),
-    "queued": ("WAITING - don't pull", "cyan"),
-    "empty": ("EMPTY", "dim"),
-    "idle": ("NOT STARTED - see operator", "yellow"),  # a drive the daemon has not taken
-    "unknown": ("CHECK - see operator", "yellow"),  # a state or verdict this view does not know
+    "active": (N_("WORKING - don't pull"), "cyan"),
+    "queued": (N_("WAITING - don't pull"), "cyan"),
+    "empty": (N_("EMPTY"), "dim"),
+    "idle": (N_("NOT STARTED - see operator"), "yellow"),  # a drive the daemon has not taken
+    "unknown": (N_("CHECK - see operator"), "yellow"),  # a state or verdict this view does not know
 }
-"""Every phrase a volunteer can see, with its colour, by :func:`word_key`."""
+"""Every phrase a volunteer can see, with its colour, by :func:`word_key` (in English: the
+renderers translate them with :func:`fdffd.i18n._`)."""
+
+VERDICT_NAMES = {
+    "ok": N_("ok"),
+    "rescued": N_("rescued"),
+    "counterfeit": N_("counterfeit"),
+    "defective": N_("defective"),
+    "failed": N_("failed"),
+    "refused": N_("refused"),
+    "interrupted": N_("interrupted"),
+}
+"""A verdict's name in the STATE column and the totals."""
+
+STAGES = {
+    "admit": N_("admit"),
+    "probe": N_("probe"),
+    "image": N_("image"),
+    "verify": N_("verify"),
+    "finish": N_("finish"),
+    "queued": N_("queued"),
+}
+"""A job's stage by its code (``wipe-N`` is "wipe N")."""
+
+STATES = {"empty": N_("empty"), "idle": N_("idle"), "unknown": N_("unknown")}
+"""The STATE column of a port without a finished job."""
+
+EXPLAINED = {
+    "drive-removed": N_("it was pulled before its job ended"),
+    "too-slow": N_("the drive is too slow"),
+    "device-i-o": N_("the drive failed to read or write"),
+    "job-failed": N_("the job failed"),
+    "counterfeit": N_("it holds far less than it announces"),
+    "defective": N_("its flash memory is bad"),
+    "interrupted": N_("the station stopped during its job"),
+    "interrupted-job": N_("the station stopped during its job"),
+    "not-started": N_("the station restarted before its job began"),
+    "payload-too-large": N_("the content does not fit on this drive"),
+    "volume-too-small": N_("the drive is too small"),
+    "refused": N_("the safety check refused it"),
+    "rule:read-only": N_("it is write-protected"),
+    "rule:exclusive": N_("another program is using it"),
+    "internal": N_("an internal error: see the operator"),
+}
+"""What a finished job's message says, by error code or gate rule, for the views in another
+language than English (records keep English messages; English views show them as they are)."""
 
 #: the (verdict, code) and (verdict, gate rule) pairs that have words of their own
 _BY_CODE = {("failed", "drive-removed"): "failed:removed"}
 _BY_RULE = {("refused", "read-only"): "refused:write-protected"}
 
-NOT_WIPED = "not wiped"
+NOT_WIPED = N_("not wiped")
 """Put before the message of a finished drive that still holds what it came with."""
 
-UNREACHABLE = "fdffd is not running - ask the operator"
+UNREACHABLE = N_("fdffd is not running - ask the operator")
 """The words shown when the daemon cannot be asked for its status."""
 
 # -- untrusted strings and terminal cells ---------------------------------------------------------
@@ -157,23 +209,34 @@ def word_key(port: PortStatus | Mapping[str, Any]) -> str:
 
 def volunteer_words(port: PortStatus | Mapping[str, Any]) -> tuple[str, str]:
     """The big words for a port and their colour, e.g. ``("DONE - pull it", "green")``."""
-    return WORDS[word_key(port)]
+    words, colour = WORDS[word_key(port)]
+    return _(words), colour
+
+
+def _words(key: str) -> tuple[str, str]:
+    words, colour = WORDS[key]
+    return _(words), colour
 
 
 def summary_line(status: StationStatus | Mapping[str, Any]) -> str:
     """The totals in a few words, e.g. ``"3 active, 1 queued, 41 done, 2 counterfeit"``: every
     verdict other than ok that happened is named with its count."""
     totals = StationStatus.read(status).totals
-    parts = [f"{totals.active} active"]
+    parts = [_("{n} active").format(n=totals.active)]
     if totals.queued:
-        parts.append(f"{totals.queued} queued")
-    parts.append(f"{totals.done} done")
+        parts.append(_("{n} queued").format(n=totals.queued))
+    parts.append(_("{n} done").format(n=totals.done))
     for verdict in VERDICTS[1:]:
         n = totals.by_verdict.get(verdict, 0)
         if n:
-            parts.append(f"{n} {verdict}")
+            name = _(VERDICT_NAMES.get(verdict, verdict))
+            parts.append(_("{n} {verdict}").format(n=n, verdict=name))
     if totals.unrecorded:
-        parts.append(f"{totals.unrecorded} record(s) waiting for the audit log (state disk full?)")
+        parts.append(
+            _("{n} record(s) waiting for the audit log (state disk full?)").format(
+                n=totals.unrecorded
+            )
+        )
     return ", ".join(parts)
 
 
@@ -206,7 +269,10 @@ def _percent(port: PortStatus, decimals: int) -> str:
 
 
 def _stage(port: PortStatus) -> str:
-    return clean_untrusted(port.stage, 12) or "-"
+    stage = clean_untrusted(port.stage, 12)
+    if stage.startswith("wipe-") and stage[5:].isdigit():
+        return _("wipe {n}").format(n=stage[5:])
+    return _(STAGES[stage]) if stage in STAGES else stage or "-"
 
 
 def progress_bar(percent: float | None, width: int) -> str:
@@ -246,8 +312,11 @@ def _message(port: PortStatus) -> str:
     if last is None:
         return ""
     message = clean_untrusted(last.message)
+    if language() != "en" and message:
+        key = f"rule:{last.rule}" if last.rule and f"rule:{last.rule}" in EXPLAINED else last.code
+        message = _(EXPLAINED[key]) if key in EXPLAINED else message
     if last.wiped is False and last.verdict is not None:
-        return f"{NOT_WIPED}: {message}" if message else NOT_WIPED
+        return f"{_(NOT_WIPED)}: {message}" if message else _(NOT_WIPED)
     return message
 
 
@@ -276,7 +345,7 @@ def _header(status: StationStatus) -> str:
         head.append(f"fdffd {version}")
     uptime = _uptime(status)
     if uptime:
-        head.append(f"up {uptime}")
+        head.append(_("up {time}").format(time=uptime))
     clock = _clock(status)
     if clock:
         head.append(clock)
@@ -292,21 +361,24 @@ def render_status_text(
     colours only when ``color``."""
     status = StationStatus.read(status)
     width = max(width, 20)
+    written = _("{size} written").format(size=format_size(status.totals.bytes_written))
     lines = [
         _paint(fit(_header(status), width), "bold", color),
-        fit(f"{summary_line(status)}; {format_size(status.totals.bytes_written)} written", width),
+        fit(f"{summary_line(status)}; {written}", width),
         "",
     ]
     ports = status.ports
     name_w = max([4, *(text_width(_name(p)) for p in ports)])
-    drive_w = min(max(width - (name_w + 2 + 2 + 11 + 2 + 6 + 2 + 10 + 2 + 8), 10), 32)
+    # the drive column leaves room for the progress columns and for the longest words shown
+    words_w = max([28, *(text_width(_words(word_key(p))[0]) for p in ports)])
+    drive_w = min(max(width - (name_w + 2 + 2 + 11 + 2 + words_w), 10), 32)
     columns = (
-        ("PORT", name_w),
-        ("DRIVE", drive_w),
-        ("STATE", 11),
-        ("DONE", 6),
-        ("SPEED", 10),
-        ("ETA", 8),
+        (_("PORT"), name_w),
+        (_("DRIVE"), drive_w),
+        (_("STATE"), 11),
+        (_("DONE"), 6),
+        (_("SPEED"), 10),
+        (_("ETA"), 8),
     )
     lines.append(fit("  ".join(_pad(t, w) for t, w in columns), width))
     for port in ports:
@@ -318,21 +390,22 @@ def _status_rows(
     port: PortStatus, color: bool, width: int, name_w: int, drive_w: int
 ) -> list[str]:
     key = word_key(port)
-    words, colour = WORDS[key]
+    words, colour = _words(key)
     cells = [
         _pad(_name(port), name_w),
         _pad(_shorten(clean_untrusted(port.drive) or "-", drive_w), drive_w),
     ]
     if key in ("active", "queued"):
         cells += [
-            _pad(_stage(port) if key == "active" else "queued", 11),
+            _pad(_stage(port) if key == "active" else _(STAGES["queued"]), 11),
             _pad(_percent(port, 1), 6),
             _pad(_speed(port.speed_bps), 10),
             format_eta(port.eta_seconds),
         ]
         return [fit("  ".join(cells), width)]
     verdict = port.last.verdict if port.last is not None else None
-    cells.append(_pad(verdict or key, 11))
+    state = VERDICT_NAMES.get(verdict, verdict) if verdict else STATES.get(key, key)
+    cells.append(_pad(_(state), 11))
     row = fit("  ".join(cells) + "  ", width)
     rows = [row + _paint(fit(words, width - text_width(row)), colour, color)]
     message = _message(port)
@@ -354,10 +427,10 @@ def _watch_detail(port: PortStatus, key: str, width: int, speed: bool) -> str:
     if key == "active":
         pct = _percent_value(port)
         # fixed-width fields, so that the bars of all active ports line up and grow together
-        tail = f" {_percent(port, 0):>4}  {_stage(port):<8}"
+        tail = f" {_percent(port, 0):>4}  {_pad(_stage(port), 8)}"
         if speed:
             tail += f"  {_speed(port.speed_bps):>10}"
-        tail += f"  ETA {format_eta(port.eta_seconds):>7}"
+        tail += f"  {_('ETA')} {format_eta(port.eta_seconds):>7}"
         bar_w = min(width - text_width(tail), 60)
         if bar_w < 7:
             return fit(" ".join(tail.split()), width)
@@ -372,8 +445,8 @@ def _port_rows(
     port: PortStatus, lines: int, width: int, words_w: int, name_w: int
 ) -> list[tuple[str, str]]:
     key = word_key(port)
-    words, colour = WORDS[key]
-    label = _pad(f"PORT {_name(port)}", name_w) + "  "
+    words, colour = _words(key)
+    label = _pad(_("PORT {name}").format(name=_name(port)), name_w) + "  "
     indent = " " * text_width(label)
     room = width - text_width(label)
     drive = _shorten(clean_untrusted(port.drive), room)
@@ -412,7 +485,7 @@ def render_watch_lines(
     status = StationStatus.read(status)
     ports = status.ports
     station = clean_untrusted(status.station, 40)
-    header = _spread(f"FDFFD  {station}".rstrip(), "q: quit", width)
+    header = _spread(f"FDFFD  {station}".rstrip(), _("q: quit"), width)
     footer = _spread(summary_line(status), _clock(status), width)
     if height == 1:
         return [(footer, "bold")]
@@ -435,9 +508,9 @@ def _watch_body(ports: list[PortStatus], width: int, room: int) -> list[tuple[st
         return []
     n = len(ports)
     if n == 0:
-        return [(fit("No ports yet - plug a drive in", width), "dim")]
-    name_w = max(text_width(f"PORT {_name(p)}") for p in ports)
-    words_w = max(text_width(WORDS[word_key(p)][0]) for p in ports)
+        return [(fit(_("No ports yet - plug a drive in"), width), "dim")]
+    name_w = max(text_width(_("PORT {name}").format(name=_name(p))) for p in ports)
+    words_w = max(text_width(_words(word_key(p))[0]) for p in ports)
     for lines, gap in _LAYOUTS:
         if n * lines + (n - 1) * gap <= room:
             break
@@ -451,7 +524,10 @@ def _watch_body(ports: list[PortStatus], width: int, room: int) -> list[tuple[st
         body.extend(_port_rows(port, lines, width, words_w, name_w))
     if len(shown) < n:
         body.append(
-            (fit(f"+{n - len(shown)} more ports - make the window taller", width), "yellow")
+            (
+                fit(_("+{n} more ports - make the window taller").format(n=n - len(shown)), width),
+                "yellow",
+            )
         )
     return body
 
@@ -462,9 +538,9 @@ def render_unreachable_lines(detail: str, width: int, height: int) -> list[tuple
     if width <= 0 or height <= 0:
         return []
     message = [
-        (UNREACHABLE, "red"),
+        (_(UNREACHABLE), "red"),
         (_shorten(clean_untrusted(detail), width), "dim"),
-        ("retrying - this screen comes back by itself", "dim"),
+        (_("retrying - this screen comes back by itself"), "dim"),
     ][:height]
     top = (height - len(message)) // 2
     lines: list[tuple[str, str]] = [("", "plain")] * top

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from fdffd.i18n import _
 from fdffd.station.view import (
     UNREACHABLE,
     render_status_text,
@@ -69,7 +70,7 @@ def run_watch_plain(
             try:
                 block = render_status_text(fetch(), width=width)
             except Exception as exc:  # any failure to ask the daemon is shown, then retried
-                block = f"{UNREACHABLE} ({_describe(exc)})"
+                block = f"{_(UNREACHABLE)} ({_describe(exc)})"
             stream.write(block + "\n\n")
             stream.flush()
             shown += 1
