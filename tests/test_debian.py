@@ -99,6 +99,8 @@ def test_conffile_lists_every_key_with_its_default() -> None:
                 getattr(getattr(loaded, section), key),
                 getattr(getattr(defaults, section), key),
             )
+            if want is None:  # unset by default (TOML has no null): the line shows an example
+                continue
             assert got == want, f"[{section}] #{key} = {value!r} is not the default {want!r}"
 
 
