@@ -183,7 +183,7 @@ def process_path(
                 device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
             )
             _note_facts(job, facts)
-            refusal = evaluate(facts, cfg.drives)
+            refusal = evaluate(facts, cfg.drives, cfg.ports)
             if refusal:
                 raise RefusedError(refusal.detail, device=device, rule=refusal.rule, stage="admit")
             dev = stack.enter_context(BlockDevice(device, stage="admit"))
@@ -270,6 +270,8 @@ def _note_facts(job: _Job, facts: DeviceFacts) -> None:
     """What the gate saw, recorded before it decides (a refusal's record names the drive)."""
     dev = job.record.device
     dev.port = facts.port
+    entry = job.config.port_entry(facts.port)
+    dev.port_label = entry.label if entry else None
     dev.bus = facts.bus
     dev.vendor = facts.vendor
     dev.model = facts.model
