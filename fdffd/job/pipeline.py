@@ -295,6 +295,7 @@ def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac
     rec.device = DeviceInfo(
         path=rec.device.path,
         port=facts.port,
+        port_label=rec.device.port_label,
         bus=facts.bus,
         vendor=facts.vendor,
         model=facts.model,
