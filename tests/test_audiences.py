@@ -125,4 +125,4 @@ def test_each_port_gets_its_audiences_edition_that_fits(
     rec = _process(cfg, stray.path)
     assert rec["verdict"] == "refused"
     assert rec["error"]["rule"] == "unmapped-port"  # type: ignore[index]
-    assert rec["device"].get("port_label") is None  # type: ignore[union-attr]
+    assert rec["device"]["port_label"] is None  # type: ignore[index]
