@@ -48,9 +48,10 @@ from ..log import get_logger
 from ..sizes import format_size
 from .journal import Entry, JobJournal
 from .ledger import InsertionLedger, boot_id, insertion_key
+from .ports import ordered_ports, port_key
 from .rate import RateMeter
 from .records import RecordSink
-from .status import LastJob, PortStatus, StationStatus, Totals, port_name
+from .status import LastJob, PortStatus, StationStatus, Totals
 
 #: error codes and messages of insertions whose job never began (stage ``queued``)
 PULLED = (
@@ -208,12 +209,10 @@ class Station:
     # -- events --------------------------------------------------------------------------
 
     def _port(self, port: str, device: str) -> PortStatus:
-        # a loop device's port is its backing file; show it by device name instead
-        key = os.path.basename(device) if port.startswith("loop:") else port
-        key = key or os.path.basename(device) or "?"
+        key, empty = port_key(self.cfg, port, device)
         with self.lock:
             if key not in self.ports:
-                self.ports[key] = PortStatus(port=key)
+                self.ports[key] = empty
             return self.ports[key]
 
     def on_event(self, ev: DiskEvent) -> None:
@@ -438,10 +437,7 @@ class Station:
                     "unrecorded": self.sink.waiting,
                 },
             )
-            ports = [
-                p.model_copy(update={"name": port_name(p.port, p.device)})
-                for p in self.ports.values()
-            ]
+            ports = ordered_ports(self.cfg, self.ports)
         return StationStatus(
             station=self.cfg.station.id,
             version=__version__,

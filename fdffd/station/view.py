@@ -115,11 +115,13 @@ def _pad(text: str, width: int) -> str:
 
 
 def _name(port: PortStatus) -> str:
-    return (
+    name = (
         clean_untrusted(port.name, 12)
         or clean_untrusted(port_name(port.port, port.device), 12)
         or "?"
     )
+    audience = clean_untrusted(port.audience, 12)
+    return f"{name} {audience}" if audience else name  # a mapped port and its audience
 
 
 def _timestamp(value: str) -> datetime | None:
