@@ -47,6 +47,7 @@ from ..job.pipeline import interrupted_record, process_path, unstarted_record
 from ..log import get_logger
 from ..sizes import format_size
 from .journal import Entry, JobJournal
+from .learn import learning
 from .ledger import InsertionLedger, boot_id, insertion_key
 from .ports import ordered_ports, port_key
 from .rate import RateMeter
@@ -225,6 +226,9 @@ class Station:
                 return  # our own writes' events, or a burst of events for one insertion
             if not is_candidate(ev, self.cfg):
                 return
+            if learning(self.cfg):  # `fdffctl ports learn` runs: its sticks get no job
+                self.log.info("drive.ignored_ports_learn", device=ev.device, port=ev.port)
+                return
             key = insertion_key(ev)
             taken = self.awaiting.pop(key, None)  # queued before a restart, and still here
             if taken is None:
@@ -272,9 +276,7 @@ class Station:
             ins.port.state, ins.port.device = "idle", ""
             self._finished(ins.port, rec)
             self.idle.notify_all()
-        self.log.warning(
-            "drive.not_started", device=ins.device, code=why[0], job_id=rec["job_id"]
-        )
+        self.log.warning("drive.not_started", device=ins.device, code=why[0], job_id=rec["job_id"])
 
     # -- jobs ----------------------------------------------------------------------------
 
