@@ -212,8 +212,19 @@ def cmd_payload_add(args: argparse.Namespace) -> int:
         Path(args.src),
         filesystem=cfg.job.filesystem,
         policy=policy,
+        priority=_priority_list(args.priority),
     )
     return _print_imported(args, result)
+
+
+def _priority_list(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--priority {path}: cannot read it as UTF-8 text ({err})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_payload_import(args: argparse.Namespace) -> int:
@@ -462,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("src", metavar="SRC_DIR")
+    sp.add_argument("--priority", metavar="FILE", help="paths, one a line, most important first")
     sp.set_defaults(func=cmd_payload_add)
     sp = psub.add_parser(
         "import", parents=[common, reporting], help="import a bundle (as payload export wrote it)"
