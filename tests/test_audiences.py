@@ -126,3 +126,37 @@ def test_each_port_gets_its_audiences_edition_that_fits(
     assert rec["verdict"] == "refused"
     assert rec["error"]["rule"] == "unmapped-port"  # type: ignore[index]
     assert rec["device"]["port_label"] is None  # type: ignore[index]
+
+
+def test_a_fake_at_an_odd_size_gets_the_edition_that_fits(
+    tmp_path: Path, fake: Callable[..., FakeDrive]
+) -> None:
+    """A wraparound fake announcing 256 MiB, holding 150 MiB and a bit: the large edition
+    (170 MiB) would fit the announced size, not the proven one; the small edition is
+    imaged, and the record says why the large one did not fit.  (Whether the probe or the
+    verify pass finds the real size, the choice is made on the proven capacity.)"""
+    for name, size in (("big", 170 * MiB), ("small", 2 * MiB)):
+        src = tmp_path / "src" / name
+        src.mkdir(parents=True)
+        (src / f"{name}.bin").write_bytes(os.urandom(size))
+        add_profile(tmp_path / "payloads", name, src)
+    cfg = tmp_path / "fdffd.toml"
+    cfg.write_text(
+        f'[station]\nstate_dir = "{tmp_path / "state"}"\npayload_dir = "{tmp_path / "payloads"}"\n'
+        '[drives]\nallow_loop = true\n[job]\nprofile = ""\ncounterfeit = "rescue"\n'
+        '[audiences.all]\nprofiles = ["big", "small"]\n'
+        '[[ports]]\nlabel = "1"\npath = "loop:*"\naudience = "all"\n'
+    )
+    spec = FakeSpec(announced=256 * MiB, real=150 * MiB + 12 * 4096, kind="wraparound")
+    run = fdffctl("process", fake(spec).path, "--config", str(cfg), "--json")
+    assert run.code == 0, run.stderr
+    rec = run.record
+    assert rec["verdict"] == "rescued", rec
+    assert rec["capacity"]["usable_bytes"] <= spec.real  # type: ignore[index]
+    payload = rec["payload"]
+    assert isinstance(payload, dict)
+    assert (payload["profile"], payload["verified"]) == ("small", True)
+    assert [(t["profile"], t["fits"]) for t in payload["choice"]] == [
+        ("big", False),
+        ("small", True),
+    ]
