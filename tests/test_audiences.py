@@ -152,7 +152,7 @@ def test_a_fake_at_an_odd_size_gets_the_edition_that_fits(
     assert run.code == 0, run.stderr
     rec = run.record
     assert rec["verdict"] == "rescued", rec
-    assert rec["capacity"]["usable_bytes"] <= spec.real  # type: ignore[index]
+    assert rec["capacity"]["usable_bytes"] <= spec.real
     payload = rec["payload"]
     assert isinstance(payload, dict)
     assert (payload["profile"], payload["verified"]) == ("small", True)
