@@ -57,3 +57,17 @@ def test_without_a_map_ports_are_named_from_their_path() -> None:
     table = dict([_seen(cfg, USB.format(4), "/dev/sde"), _seen(cfg, "loop:/x/y.img", "/dev/loop3")])
     shown = ordered_ports(cfg, table)
     assert [(p.name, p.audience) for p in shown] == [("4", ""), ("loop3", "")]
+
+
+def test_status_says_which_profile_the_last_drive_got() -> None:
+    """A finished drive's line names the profile it got (the audience's edition that fit)."""
+    from fdffd.station.status import LastJob
+
+    last = LastJob.of_record(
+        {"verdict": "ok", "wiped": True, "payload": {"profile": "youth-small"}, "job_id": "a"}
+    )
+    assert last.profile == "youth-small"
+    port = PortStatus(name="A", audience="youth", state="idle", last=last)
+    text = render_status_text(StationStatus(station="s", ports=[port]), width=100)
+    assert "profile youth-small" in text
+    assert LastJob.of_record({"verdict": "ok", "payload": None}).profile is None

@@ -137,6 +137,8 @@ class LastJob(_Status):
     message: Text = ""
     finished_at: Text = ""
     job_id: Text = ""
+    #: the payload profile the drive got (the audience's edition that fit), when it got one
+    profile: OptText = None
 
     @classmethod
     def of_record(cls, record: Mapping[str, Any]) -> LastJob:
@@ -158,6 +160,7 @@ class LastJob(_Status):
             message=message,
             finished_at=_text(record.get("finished_at")),
             job_id=_text(record.get("job_id")),
+            profile=_text_or_none(_mapping(record.get("payload")).get("profile")),
         )
 
 

@@ -250,6 +250,9 @@ def _message(port: PortStatus) -> str:
     message = clean_untrusted(last.message)
     if last.wiped is False and last.verdict is not None:
         return f"{NOT_WIPED}: {message}" if message else NOT_WIPED
+    profile = clean_untrusted(last.profile, 64)
+    if profile and not message:
+        return f"profile {profile}"  # which edition of the port's audience it got
     return message
 
 
