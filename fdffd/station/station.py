@@ -276,7 +276,9 @@ class Station:
             ins.port.state, ins.port.device = "idle", ""
             self._finished(ins.port, rec)
             self.idle.notify_all()
-        self.log.warning("drive.not_started", device=ins.device, code=why[0], job_id=rec["job_id"])
+        self.log.warning(
+            "drive.not_started", device=ins.device, code=why[0], job_id=rec["job_id"]
+        )
 
     # -- jobs ----------------------------------------------------------------------------
 
