@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 import tomllib
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -73,6 +74,9 @@ class StationSection(_Section):
     #: the volunteers' language (``en``, ``ko``); ``LANGUAGE`` wins over it, it wins over
     #: ``LC_ALL``/``LC_MESSAGES``/``LANG`` (see fdffd.i18n)
     language: Literal["en", "ko"] | None = None
+    #: a TOML file of ``[[ports]]`` entries read with this config (what ``fdffctl ports
+    #: learn`` writes, so the main config is never rewritten); a missing file = no map
+    ports_file: AbsPath | None = None
 
 
 def _check_glob(glob: str) -> str:
@@ -221,11 +225,96 @@ class PayloadSection(_Section):
         return self
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,15}")
+
+
+class PortEntry(_Section):
+    """One physical port of the hub: the label printed next to it and its ``ID_PATH`` glob."""
+
+    label: str
+    path: str
+    audience: str = ""
+    media: Literal["sd", "usb"] | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, label: str) -> str:
+        if not _LABEL.fullmatch(label):
+            raise ValueError(
+                f"{label[:40]!r} is not a port label: 1 to 16 of A-Z a-z 0-9 space . _ - "
+                "starting with a letter or digit (what is printed next to the port)"
+            )
+        return label
+
+    @field_validator("path")
+    @classmethod
+    def _path_glob(cls, path: str) -> str:
+        return _check_glob(path)
+
+    def matches(self, port: str) -> bool:
+        return bool(port) and fnmatchcase(port, self.path)
+
+
+class AudienceSection(_Section):
+    """An audience's payload profiles, largest first: a job takes the first that fits."""
+
+    profiles: list[str] = Field(min_length=1)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, profiles: list[str]) -> list[str]:
+        for name in profiles:
+            if not name or not re.fullmatch(PROFILE_PATTERN, name):
+                raise ValueError(
+                    f"{name!r} is not a profile name: use 1 to 64 of A-Z a-z 0-9 . _ -"
+                )
+        if len(set(profiles)) != len(profiles):
+            raise ValueError("a profile is listed twice")
+        return profiles
+
+
 class Config(_Section):
     station: StationSection = StationSection()
     drives: DrivesSection = DrivesSection()
     job: JobSection = JobSection()
     payload: PayloadSection = PayloadSection()
+    #: the hub's ports in physical order (empty: no map, any port the drives policy admits)
+    ports: list[PortEntry] = []
+    audiences: dict[str, AudienceSection] = {}
+
+    @field_validator("audiences")
+    @classmethod
+    def _audience_names(cls, audiences: dict[str, AudienceSection]) -> dict[str, AudienceSection]:
+        for name in audiences:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"{name[:40]!r} is not an audience name: 1 to 32 of a-z 0-9 _ -")
+        return audiences
+
+    @model_validator(mode="after")
+    def _port_map(self) -> Config:
+        labels = [p.label for p in self.ports]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ValueError(f"ports: the label {label!r} is used by two ports")
+        for p in self.ports:
+            if p.audience and p.audience not in self.audiences:
+                known = ", ".join(sorted(self.audiences)) or "none defined"
+                raise ValueError(
+                    f"ports: port {p.label!r} serves audience {p.audience!r}, which has no "
+                    f"[audiences.{p.audience}] table (audiences: {known})"
+                )
+        return self
+
+    def port_entry(self, port: str) -> PortEntry | None:
+        """The first mapped port whose glob matches the udev ``ID_PATH`` ``port``."""
+        return next((p for p in self.ports if p.matches(port)), None)
+
+    def profiles_for(self, audience: str) -> list[str]:
+        """The profiles a job may choose from, largest first: the audience's, or
+        ``job.profile`` alone (none when it is "")."""
+        if audience and audience in self.audiences:
+            return list(self.audiences[audience].profiles)
+        return [self.job.profile] if self.job.profile else []
 
     @property
     def state(self) -> StateDir:
@@ -278,4 +367,35 @@ def load_config(path: Path | str | None) -> Config:
         raise ConfigError(
             "not a usable config: arrays or tables nested too deeply", path=str(p)
         ) from None
-    return config_from_dict(data, p)
+    return config_from_dict(_with_ports_file(data, p), p)
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", path=str(p)) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"not valid UTF-8 TOML: {err}", path=str(p)) from None
+
+
+def _with_ports_file(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data`` with the ``[[ports]]`` of ``station.ports_file`` (a missing file = no map)."""
+    station = data.get("station")
+    ports_file = station.get("ports_file") if isinstance(station, dict) else None
+    if not isinstance(ports_file, str) or not ports_file.startswith("/"):
+        return data  # absent, or wrong: the model names the key
+    pf = Path(ports_file)
+    if not pf.exists():
+        return data
+    if data.get("ports"):
+        raise ConfigError(
+            f"[[ports]] is set both here and in station.ports_file ({pf}); keep one", path=str(path)
+        )
+    extra = _read_toml(pf)
+    unknown = sorted(set(extra) - {"ports"})
+    if unknown:
+        raise ConfigError(f"only [[ports]] belongs here, not {unknown}", path=str(pf))
+    return {**data, "ports": extra.get("ports", [])}

@@ -108,3 +108,81 @@ def test_sizes_round_trip(n: int, unit: str) -> None:
     }[unit]
     assert parse_size(f"{n}{unit}") == n * factor
     assert parse_size(f"{n} {unit}") == n * factor
+
+
+PORT_MAP = """
+[audiences.youth]
+profiles = ["youth-32g", "youth-4g"]
+[audiences.scholars]
+profiles = ["scholars"]
+"""
+
+
+def test_a_port_map_and_audiences_load_in_physical_order(tmp_path: Path) -> None:
+    """``[[ports]]`` keep their order; each matches its ``ID_PATH`` glob; audiences list
+    their profiles largest first; without an audience ``job.profile`` is the one choice."""
+    cfg = tmp_path / "fdffd.toml"
+    cfg.write_text(
+        PORT_MAP
+        + """
+[[ports]]
+label = "B"
+path = "pci-0000:00:14.0-usb-0:1.2:*"
+audience = "youth"
+[[ports]]
+label = "A"
+path = "pci-0000:00:14.0-usb-0:1.1:*"
+audience = "scholars"
+media = "sd"
+"""
+    )
+    c = load_config(cfg)
+    assert [p.label for p in c.ports] == ["B", "A"]
+    entry = c.port_entry("pci-0000:00:14.0-usb-0:1.1:1.0-scsi-0:0:0:0")
+    assert entry is not None and entry.label == "A" and entry.media == "sd"
+    assert c.port_entry("pci-0000:00:14.0-usb-0:2:1.0") is None
+    assert c.port_entry("") is None
+    assert c.profiles_for("youth") == ["youth-32g", "youth-4g"]
+    assert c.profiles_for("") == ["default"]
+
+
+def test_the_port_map_can_live_in_a_file_of_its_own(tmp_path: Path) -> None:
+    """``station.ports_file`` supplies ``[[ports]]`` (a missing file: no map); setting
+    ports in both places, or other keys in that file, is refused naming the file."""
+    ports = tmp_path / "ports.toml"
+    cfg = tmp_path / "fdffd.toml"
+    cfg.write_text(f'[station]\nports_file = "{ports}"\n' + PORT_MAP)
+    assert load_config(cfg).ports == []
+    ports.write_text('[[ports]]\nlabel = "1"\npath = "loop:*"\naudience = "youth"\n')
+    assert [p.label for p in load_config(cfg).ports] == ["1"]
+    ports.write_text('[[ports]]\nlabel = "1"\npath = "loop:*"\n[job]\npasses = 2\n')
+    with pytest.raises(ConfigError, match="only \\[\\[ports\\]\\] belongs here"):
+        load_config(cfg)
+    ports.write_text('[[ports]]\nlabel = "1"\npath = "loop:*"\n')
+    cfg.write_text(f'[station]\nports_file = "{ports}"\n[[ports]]\nlabel = "2"\npath = "x*"\n')
+    with pytest.raises(ConfigError, match="keep one"):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        (
+            '[[ports]]\nlabel = "1"\npath = "a*"\n[[ports]]\nlabel = "1"\npath = "b*"\n',
+            "used by two",
+        ),
+        ('[[ports]]\nlabel = "1"\npath = "a*"\naudience = "nobody"\n', "no [audiences.nobody]"),
+        ('[[ports]]\nlabel = ""\npath = "a*"\n', "not a port label"),
+        ('[[ports]]\nlabel = "1"\npath = "a[*"\n', "never closed"),
+        ('[[ports]]\nlabel = "1"\npath = "a*"\nmedia = "cd"\n', "ports.0.media"),
+        ("[audiences.youth]\nprofiles = []\n", "audiences.youth.profiles"),
+        ('[audiences.youth]\nprofiles = ["a", "a"]\n', "listed twice"),
+        ('[audiences.Youth]\nprofiles = ["a"]\n', "not an audience name"),
+    ],
+)
+def test_bad_port_maps_fail_at_load(tmp_path: Path, toml: str, needle: str) -> None:
+    cfg = tmp_path / "fdffd.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert needle in str(err.value)

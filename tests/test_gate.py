@@ -148,3 +148,23 @@ def test_untrusted_strings_are_cleaned(untrusted: str) -> None:
 def test_udev_escapes_are_decoded() -> None:
     """udev's \\x20 escapes in ID_VENDOR_ENC come out as spaces."""
     assert clean_udev("SanDisk\\x20Ultra\\x1b[31m") == "SanDisk Ultra[31m"
+
+
+def test_a_drive_on_an_unmapped_port_is_refused_with_a_map() -> None:
+    """With a port map, a port no entry's glob matches is refused (``unmapped-port``);
+    a mapped one passes; without a map the port is not checked."""
+    from fdffd.config import PortEntry
+
+    mapped = [
+        PortEntry(label="1", path="pci-0000:00:14.0-usb-0:1:*"),
+        PortEntry(label="2", path="pci-0000:00:14.0-usb-0:3:*"),
+    ]
+    assert evaluate(USB, POLICY, mapped) is None
+    refusal = evaluate(USB, POLICY, mapped[:1])
+    assert refusal is not None and refusal.rule == "unmapped-port"
+    assert "usb-0:3:1.0" in refusal.detail and "fdffctl ports learn" in refusal.detail
+    assert evaluate(replace(USB, port=""), POLICY, mapped) is not None
+    assert evaluate(USB, POLICY, []) is None
+    # hard rules come first: a mounted drive on an unmapped port is refused as mounted
+    hard = evaluate(replace(USB, mounted=("/m",)), POLICY, mapped[:1])
+    assert hard is not None and hard.rule == "mounted"

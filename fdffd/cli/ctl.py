@@ -157,6 +157,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # --- status and watch ------------------------------------------------------------------
 
 
+def cmd_ports_learn(args: argparse.Namespace) -> int:
+    from ..station.learn import learn
+
+    learn(_config(args), sys.stdin, sys.stdout, timeout=args.timeout)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ..station.control import request
     from ..station.view import render_status_text
@@ -216,8 +223,19 @@ def cmd_payload_add(args: argparse.Namespace) -> int:
         Path(args.src),
         filesystem=cfg.job.filesystem,
         policy=policy,
+        priority=_priority_list(args.priority),
     )
     return _print_imported(args, result)
+
+
+def _priority_list(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--priority {path}: cannot read it as UTF-8 text ({err})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_payload_import(args: argparse.Namespace) -> int:
@@ -490,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("src", metavar="SRC_DIR")
+    sp.add_argument("--priority", metavar="FILE", help="paths, one a line, most important first")
     sp.set_defaults(func=cmd_payload_add)
     sp = psub.add_parser(
         "import", parents=[common, reporting], help="import a bundle (as payload export wrote it)"
@@ -522,6 +541,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--keep", type=int, default=1, metavar="N", help="versions to keep (default 1)")
     sp.set_defaults(func=cmd_payload_prune)
+
+    ports = sub.add_parser("ports", help="the hub's port map")
+    portsub = ports.add_subparsers(dest="ports_cmd", required=True)
+    sp = portsub.add_parser(
+        "learn",
+        parents=[common],
+        help="plug a stick into each port in turn; write station.ports_file",
+    )
+    sp.add_argument(
+        "--timeout", type=_interval, default=300.0, help="seconds to wait for each stick"
+    )
+    sp.set_defaults(func=cmd_ports_learn)
 
     audit = sub.add_parser("audit", help="verify or summarise the audit log")
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")

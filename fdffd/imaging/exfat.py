@@ -178,24 +178,28 @@ class _Node:
     children: dict[str, _Node] = field(default_factory=dict)  # by up-cased name
     first_cluster: int = 0
     clusters: int = 0
+    #: its place in the payload's priority (0 first; equal for all without one)
+    rank: int = 0
 
     @property
     def is_dir(self) -> bool:
         return self.file is None
 
     def sorted_children(self) -> list[_Node]:
-        return [self.children[key] for key in sorted(self.children)]
+        """By the payload's priority, then up-cased name."""
+        return [v for _, v in sorted(self.children.items(), key=lambda kv: (kv[1].rank, kv[0]))]
 
 
 def _build_tree(tree: Tree) -> _Node:
     root = _Node("", "")
+    rank = tree.rank
 
     def child(parent: _Node, name: str, path: str, file: FileEntry | None) -> _Node:
         check_name(name, path)
         key = upcase(name)
         existing = parent.children.get(key)
         if existing is None:
-            node = _Node(name, path, file)
+            node = _Node(name, path, file, rank=rank(path))
             parent.children[key] = node
             return node
         if file is None and existing.is_dir and existing.name == name:
@@ -348,8 +352,13 @@ def copy_items(tree: Tree) -> list[CopyItem]:
     (directories first, pre-order; then files in the same order)."""
     nodes = _walk(_build_tree(tree))
     dirs = [CopyItem(n.path, None) for n in nodes if n.is_dir and n.path]
-    files = [CopyItem(n.path, n.file.size) for n in nodes if n.file is not None]
+    files = [CopyItem(n.path, n.file.size) for n in _copied_files(nodes) if n.file is not None]
     return dirs + files
+
+
+def _copied_files(nodes: list[_Node]) -> list[_Node]:
+    """The files in the order the copy writes them: by priority, then pre-order."""
+    return sorted((n for n in nodes if not n.is_dir), key=lambda n: n.rank)
 
 
 def build_exfat(
@@ -380,7 +389,7 @@ def build_exfat(
     root = _build_tree(tree)
     nodes = _walk(root)
     dirs = [node for node in nodes if node.is_dir]
-    files = [node for node in nodes if not node.is_dir]
+    files = _copied_files(nodes)
     if times is None:
         times = copy_times(DEFAULT_BASE, copy_items(tree), b"")
     _size_nodes(root, dirs, files, geo.cluster_bytes)

@@ -47,6 +47,7 @@ from fdffd.imaging.fatdir import (
     FatDir,
     build_tree,
     ceil_div,
+    copied_files,
     copy_order,
     directory_bytes,
     entry_count,
@@ -238,14 +239,13 @@ def _allocate(order: list[FatDir], geo: Fat32Geometry) -> _Allocation:
         nxt += node.clusters
     file_cluster: dict[str, int] = {}
     placed: list[tuple[int, FileEntry]] = []
-    for node in order:
-        for kid in node.children:
-            if kid.file is not None and kid.file.size > 0:
-                count = ceil_div(kid.file.size, geo.cluster_bytes)
-                file_cluster[kid.file.path] = nxt
-                chains.append((nxt, count))
-                placed.append((nxt, kid.file))
-                nxt += count
+    for kid in copied_files(order):  # by the payload's priority, then pre-order
+        if kid.file is not None and kid.file.size > 0:
+            count = ceil_div(kid.file.size, geo.cluster_bytes)
+            file_cluster[kid.file.path] = nxt
+            chains.append((nxt, count))
+            placed.append((nxt, kid.file))
+            nxt += count
     alloc = _Allocation(chains, file_cluster, placed, nxt)
     if alloc.used > geo.clusters:
         cb = geo.cluster_bytes

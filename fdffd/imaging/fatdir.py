@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -60,6 +60,8 @@ class Child:
     short: ShortName
     node: FatDir | None
     file: FileEntry | None
+    #: its place in the payload's priority (0 first; equal for all without one)
+    rank: int = 0
 
     @property
     def path(self) -> str:
@@ -106,9 +108,9 @@ def build_tree(tree: Tree, codepage: str) -> list[FatDir]:
         if name in node.files:
             raise refuse(f.path, "is listed twice in the payload")
         node.files[name] = f
-    order = list(_walk(root))
+    order = list(_walk(root, tree.rank))
     for node in order:
-        node.children = _children(node, codepage)
+        node.children = _children(node, codepage, tree.rank)
     return order
 
 
@@ -119,31 +121,39 @@ def _check_file(f: FileEntry) -> None:
         raise FileTooLargeError(path=f.path, size=f.size, filesystem="FAT32", limit=MAX_FILE_BYTES)
 
 
-def _walk(node: FatDir) -> Iterator[FatDir]:
+def _ranked(node: FatDir, names: Iterable[str], rank: Callable[[str], int]) -> list[str]:
+    """``names`` of ``node``'s children, the payload's priority first, then by name."""
+    base = f"{node.path}/" if node.path else ""
+    return sorted(names, key=lambda n: (rank(base + n), natural_key(n)))
+
+
+def _walk(node: FatDir, rank: Callable[[str], int]) -> Iterator[FatDir]:
     yield node
-    for name in sorted(node.dirs, key=natural_key):
-        yield from _walk(node.dirs[name])
+    for name in _ranked(node, node.dirs, rank):
+        yield from _walk(node.dirs[name], rank)
 
 
-def _children(node: FatDir, codepage: str) -> list[Child]:
-    dirs = sorted(node.dirs, key=natural_key)
-    files = sorted(node.files, key=natural_key)
+def _children(node: FatDir, codepage: str, rank: Callable[[str], int]) -> list[Child]:
+    dirs = _ranked(node, node.dirs, rank)
+    files = _ranked(node, node.files, rank)
     shorts = assign_short_names(dirs + files, codepage)
-    return [Child(n, shorts[n], node.dirs[n], None) for n in dirs] + [
-        Child(n, shorts[n], None, node.files[n]) for n in files
+    kids = [Child(n, shorts[n], node.dirs[n], None, rank(node.dirs[n].path)) for n in dirs] + [
+        Child(n, shorts[n], None, node.files[n], rank(node.files[n].path)) for n in files
     ]
+    return sorted(kids, key=lambda kid: kid.rank)  # stable: without a priority, dirs first
+
+
+def copied_files(order: list[FatDir]) -> list[Child]:
+    """The files in the order the copy writes them: by priority, then pre-order."""
+    kids = [kid for node in order for kid in node.children if kid.file is not None]
+    return sorted(kids, key=lambda kid: kid.rank)
 
 
 def copy_order(order: list[FatDir]) -> list[CopyItem]:
     """Entries in the order the copy creates them and allocates their clusters:
     the directory tree first (pre-order), then the files in the same order."""
     dirs = [CopyItem(node.path, None) for node in order[1:]]
-    files = [
-        CopyItem(kid.file.path, kid.file.size)
-        for node in order
-        for kid in node.children
-        if kid.file is not None
-    ]
+    files = [CopyItem(kid.file.path, kid.file.size) for kid in copied_files(order) if kid.file]
     return dirs + files
 
 

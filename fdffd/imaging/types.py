@@ -31,6 +31,17 @@ class Tree:
 
     files: tuple[FileEntry, ...] = ()
     dirs: tuple[str, ...] = ()
+    #: paths (files or directories), most important first: they come first in their
+    #: directory's listing and first on the drive; everything else after, by name
+    priority: tuple[str, ...] = ()
+
+    def rank(self, path: str) -> int:
+        """Where ``path`` stands in ``priority``: the index of the first entry that is it,
+        holds it or lies inside it; ``len(priority)`` when none does."""
+        for i, p in enumerate(self.priority):
+            if path == p or path.startswith(p + "/") or p.startswith(path + "/"):
+                return i
+        return len(self.priority)
 
     @property
     def total_bytes(self) -> int:

@@ -12,10 +12,11 @@ whole job.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ..config import DrivesSection
+from ..config import DrivesSection, PortEntry
 from ..devices.facts import DeviceFacts
 from ..sizes import format_size
 
@@ -26,12 +27,23 @@ class Refusal:
     detail: str
 
 
-def evaluate(facts: DeviceFacts, policy: DrivesSection) -> Refusal | None:
-    """The first rule ``facts`` break, or None when the device may be processed."""
+def evaluate(
+    facts: DeviceFacts, policy: DrivesSection, ports: Sequence[PortEntry] = ()
+) -> Refusal | None:
+    """The first rule ``facts`` break, or None when the device may be processed.
+
+    ``ports`` is the station's port map: with one, a drive on a port no entry's glob
+    matches is refused (``unmapped-port``); without one, any port the policy admits."""
     for check in (_hard_rules, _policy_rules):
         refusal = check(facts, policy)
         if refusal:
             return refusal
+    if ports and not any(p.matches(facts.port) for p in ports):
+        return Refusal(
+            "unmapped-port",
+            f"port {facts.port or 'unknown'!r} is on no mapped port; plug the drive into a "
+            "labelled port (or map this one with `fdffctl ports learn`)",
+        )
     return None
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
@@ -51,16 +51,14 @@ from ..errors import (
     ExitCode,
     FdffdError,
     JobCrashedError,
-    JobFailedError,
     JobLostError,
-    PayloadError,
-    PayloadTooLargeError,
     RefusedError,
 )
 from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
-from ..payload import Profile, check_before_job, open_profile
+from ..payload import Profile
+from .choice import choice_record, first_fitting, open_payloads
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
@@ -114,6 +112,8 @@ class _Job:
         self.job_id = uuid.uuid4().hex
         self.record = new_record(config, self.job_id, device, utc_now_iso())
         self.findings = Findings(device=device)
+        #: the audience of the drive's mapped port ("" without one)
+        self.audience = ""
         self.log: Any = get_logger(job_id=self.job_id, device=device)
         self.t0 = time.monotonic()
 
@@ -139,7 +139,7 @@ def run_job(
     disk: Disk,
     facts: DeviceFacts,
     *,
-    payload: Profile | None = None,
+    payload: Profile | Sequence[Profile] | None = None,
     serial_hmac: SerialHmac | None = None,
     status: StatusCallback | None = None,
     on_start: Callable[[str], None] | None = None,
@@ -147,16 +147,20 @@ def run_job(
     """Run one whole job on ``disk``, an opened drive that passed the gate, described by
     ``facts``; never raises for anything the drive does.
 
-    ``payload`` is the profile to image (pinned and checked by the caller), or None for a
-    wipe only.  ``status(stage, done, total)`` is called as the job goes; an exception it
-    raises (a cancellation) ends the job with that exception's verdict.  ``on_start(job_id)``
-    is called before the job touches anything."""
+    ``payload`` is the profile to image (pinned and checked by the caller), or several,
+    largest first, of which the first that fits is imaged, or None for a wipe only.
+    ``status(stage, done, total)`` is called as the job goes; an exception it raises (a
+    cancellation) ends the job with that exception's verdict.  ``on_start(job_id)`` is
+    called before the job touches anything."""
     job = _Job(config, disk.path, status)
 
     def body() -> None:
         _begin(job, on_start)
         _note_facts(job, facts)
-        _run_disk(job, disk, facts, payload, serial_hmac)
+        payloads = (
+            () if payload is None else (payload,) if isinstance(payload, Profile) else payload
+        )
+        _run_disk(job, disk, facts, tuple(payloads), serial_hmac)
 
     return _conclude(job, body)
 
@@ -178,12 +182,12 @@ def process_path(
         _begin(job, on_start)
         cfg = job.config
         with ExitStack() as stack:
-            payload = _open_payload(job, stack)
             facts = gather(
                 device, state_dir=cfg.station.state_dir, payload_dir=cfg.station.payload_dir
             )
             _note_facts(job, facts)
-            refusal = evaluate(facts, cfg.drives)
+            payload = open_payloads(cfg, job.audience, stack, device)
+            refusal = evaluate(facts, cfg.drives, cfg.ports)
             if refusal:
                 raise RefusedError(refusal.detail, device=device, rule=refusal.rule, stage="admit")
             dev = stack.enter_context(BlockDevice(device, stage="admit"))
@@ -253,23 +257,13 @@ def _conclude(job: _Job, body: Callable[[], None]) -> JobOutcome:
     return JobOutcome(rec, int(exit_code))
 
 
-def _open_payload(job: _Job, stack: ExitStack) -> Profile | None:
-    """The job's profile, pinned for the whole job (its version is resolved once)."""
-    cfg = job.config
-    if not cfg.job.profile:
-        return None
-    payload = stack.enter_context(open_profile(cfg.station.payload_dir, cfg.job.profile))
-    try:
-        check_before_job(payload, cfg.payload)
-    except PayloadError as err:  # changed since its manifest: the job fails (exit 5)
-        raise JobFailedError(err.message, device=job.record.device.path, stage="admit") from None
-    return payload
-
-
 def _note_facts(job: _Job, facts: DeviceFacts) -> None:
     """What the gate saw, recorded before it decides (a refusal's record names the drive)."""
     dev = job.record.device
     dev.port = facts.port
+    entry = job.config.port_entry(facts.port)
+    dev.port_label = entry.label if entry else None
+    job.audience = entry.audience if entry else ""
     dev.bus = facts.bus
     dev.vendor = facts.vendor
     dev.model = facts.model
@@ -280,7 +274,7 @@ def _run_disk(
     job: _Job,
     disk: Disk,
     facts: DeviceFacts,
-    payload: Profile | None,
+    payload: tuple[Profile, ...],
     serial_hmac: SerialHmac | None,
 ) -> None:
     job.stage("admit", time.monotonic() - job.t0, 0)
@@ -301,6 +295,7 @@ def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac
     rec.device = DeviceInfo(
         path=rec.device.path,
         port=facts.port,
+        port_label=rec.device.port_label,
         bus=facts.bus,
         vendor=facts.vendor,
         model=facts.model,
@@ -324,7 +319,7 @@ def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac
 # --- the stages -------------------------------------------------------------------------
 
 
-def _process(job: _Job, disk: Disk, payload: Profile | None) -> None:
+def _process(job: _Job, disk: Disk, payload: tuple[Profile, ...]) -> None:
     cfg = job.config
     key = new_job_key()
     sector = disk.geometry.logical_sector
@@ -332,7 +327,7 @@ def _process(job: _Job, disk: Disk, payload: Profile | None) -> None:
     probe, usable = _probe(job, disk, key, sector)
     reject = cfg.job.counterfeit == "reject"
     image = _image_surface(
-        job, None if probe.counterfeit and reject else payload, usable, key, sector
+        job, () if probe.counterfeit and reject else payload, usable, key, sector
     )
     try:
         written, bad, done = _surface(job, disk, key, usable, chunk, image, first=0)
@@ -346,7 +341,7 @@ def _process(job: _Job, disk: Disk, payload: Profile | None) -> None:
             usable = real - real % sector
             _set_capacity(job, usable, kind, probe.seconds)
             image.close()
-            image = _image_surface(job, None if reject else payload, usable, key, sector)
+            image = _image_surface(job, () if reject else payload, usable, key, sector)
             more, bad, done = _surface(
                 job, disk, key, usable, chunk, image, first=cfg.job.passes - 1
             )
@@ -389,7 +384,7 @@ def _finish(job: _Job, disk: Disk, image: FillPlan) -> None:
 
 
 def _image_surface(
-    job: _Job, payload: Profile | None, usable: int, key: bytes, sector: int
+    job: _Job, payloads: tuple[Profile, ...], usable: int, key: bytes, sector: int
 ) -> FillPlan:
     """What the last pass writes: the image of the payload, or keyed fill when there is
     none (no profile, a rejected counterfeit, or a payload that does not fit)."""
@@ -397,23 +392,25 @@ def _image_surface(
     rec = job.record
     rec.filesystem = None
     rec.payload = None
-    if payload is None:
-        return fill
     cfg = job.config
-    try:
-        plan = build_plan(
+    payload, plan, choice, too_large = first_fitting(
+        payloads,
+        lambda p: build_plan(
             usable,
-            payload.tree(),
+            p.tree(),
             filesystem=cfg.job.filesystem,
             label=cfg.job.label,
             ids=os.urandom(ID_BYTES),
             base_time=draw_base_time(date.today()),  # imaging never reads the clock
             sector_bytes=sector,
-        )
-    except PayloadTooLargeError as err:
+        ),
+    )
+    if too_large is not None:
         # the drive is still wiped and verified; the job fails at the end with both sizes
-        job.findings.payload_too_large = (int(err.fields["needed"]), int(err.fields["available"]))
-        job.log.warning("image.payload_too_large", error=err.message)
+        sizes = too_large.fields
+        job.findings.payload_too_large = (int(sizes["needed"]), int(sizes["available"]))
+        job.log.warning("image.payload_too_large", error=too_large.message)
+    if payload is None or plan is None:
         return fill
     rec.filesystem = FilesystemInfo(
         type=cast("FilesystemType", plan.fs_type),
@@ -428,6 +425,8 @@ def _image_surface(
         files=len(payload.manifest.files),
         bytes=payload.total_bytes,
         verified=False,
+        audience=job.audience or None,
+        choice=choice_record(choice) if len(payloads) > 1 else None,
     )
     job.log.info(
         "image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes

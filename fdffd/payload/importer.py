@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -307,6 +308,7 @@ def import_directory(
     filesystem: str = "auto",
     now: datetime | None = None,
     policy: ImportPolicy | None = None,
+    priority: Sequence[str] = (),
 ) -> ImportResult:
     """Import the tree at ``src`` as a new version of profile ``name`` and make it current.
 
@@ -315,7 +317,8 @@ def import_directory(
     station's ``[payload]`` settings (default: metadata refused, unsigned content taken);
     a station that requires signed content imports only bundles.  The tree is scanned and
     read through one directory descriptor on ``src`` (``SourceReader``).  On any refusal
-    or failure nothing is left in ``payload_dir``.  When the tree is exactly the current
+    or failure nothing is left in ``payload_dir``.  ``priority`` lists paths of the tree,
+    most important first (the image puts them first).  When the tree is exactly the current
     version's (same paths, sizes, hashes), no new version is made.  Directories missing
     above ``payload_dir`` are made 0700."""
     payload_dir = Path(payload_dir)
@@ -336,6 +339,7 @@ def import_directory(
     try:
         entries, problems = scan_source(src, profile=name, root_fd=root_fd)
         plan = plan_import(src, entries, profile=name, filesystem=filesystem, problems=problems)
+        ranked = _check_priority(plan.dirs, [f.path for f in plan.files], priority, name)
         created_at = utc_stamp(now)
 
         def fill(root: Path) -> Manifest:
@@ -350,7 +354,11 @@ def import_directory(
             finally:
                 reader.close()
             return Manifest(
-                profile=name, created_at=created_at, directories=plan.dirs, files=records
+                profile=name,
+                created_at=created_at,
+                directories=plan.dirs,
+                files=records,
+                priority=ranked,
             )
 
         return locked_publish(
@@ -370,8 +378,27 @@ def add_profile(
     filesystem: str = "auto",
     now: datetime | None = None,
     policy: ImportPolicy | None = None,
+    priority: Sequence[str] = (),
 ) -> Manifest:
     """``import_directory``, returning only the manifest of the (new or current) version."""
     return import_directory(
-        payload_dir, name, src, filesystem=filesystem, now=now, policy=policy
+        payload_dir, name, src, filesystem=filesystem, now=now, policy=policy, priority=priority
     ).manifest
+
+
+def _check_priority(
+    dirs: Sequence[str], files: Sequence[str], priority: Sequence[str], name: str
+) -> tuple[str, ...] | None:
+    """``priority`` as the manifest keeps it (NFC, no trailing '/'), or a refusal naming a
+    path the tree does not hold."""
+    known = {*dirs, *files}
+    ranked = [unicodedata.normalize("NFC", p.strip().strip("/")) for p in priority]
+    for p in ranked:
+        if p not in known:
+            raise PayloadError(
+                f"priority names {p!r}, which is neither a file nor a directory of the source",
+                profile=name,
+            )
+    if len(set(ranked)) != len(ranked):
+        raise PayloadError("priority lists a path twice", profile=name)
+    return tuple(ranked) or None

@@ -70,6 +70,19 @@ class Manifest(BaseModel):
     created_at: str = Field(pattern=_TIME_PATTERN)
     directories: tuple[str, ...] = ()
     files: tuple[FileRecord, ...] = ()
+    #: paths (files or directories), most important first: the image lists them first in
+    #: their directory and writes them first on the drive (left out when not set)
+    priority: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _priority_known(self) -> Manifest:
+        known = {*self.directories, *(f.path for f in self.files)}
+        for i, p in enumerate(self.priority or ()):
+            if p not in known:
+                raise ValueError(f"priority.{i}: {p!r} is neither a file nor a directory here")
+        if self.priority and len(set(self.priority)) != len(self.priority):
+            raise ValueError("priority: a path is listed twice")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -229,6 +229,7 @@ class Profile:
         return Tree(
             files=tuple(FileEntry(f.path, f.size, root / f.path) for f in self.manifest.files),
             dirs=self.manifest.directories,
+            priority=self.manifest.priority or (),
         )
 
     @property

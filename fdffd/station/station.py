@@ -47,10 +47,12 @@ from ..job.pipeline import interrupted_record, process_path, unstarted_record
 from ..log import get_logger
 from ..sizes import format_size
 from .journal import Entry, JobJournal
+from .learn import learning
 from .ledger import InsertionLedger, boot_id, insertion_key
+from .ports import ordered_ports, port_key
 from .rate import RateMeter
 from .records import RecordSink
-from .status import LastJob, PortStatus, StationStatus, Totals, port_name
+from .status import LastJob, PortStatus, StationStatus, Totals
 
 #: error codes and messages of insertions whose job never began (stage ``queued``)
 PULLED = (
@@ -217,12 +219,10 @@ class Station:
     # -- events --------------------------------------------------------------------------
 
     def _port(self, port: str, device: str) -> PortStatus:
-        # a loop device's port is its backing file; show it by device name instead
-        key = os.path.basename(device) if port.startswith("loop:") else port
-        key = key or os.path.basename(device) or "?"
+        key, empty = port_key(self.cfg, port, device)
         with self.lock:
             if key not in self.ports:
-                self.ports[key] = PortStatus(port=key)
+                self.ports[key] = empty
             return self.ports[key]
 
     def on_event(self, ev: DiskEvent) -> None:
@@ -234,6 +234,9 @@ class Station:
             if ev.name in self.running or any(i.name == ev.name for i in self.queue):
                 return  # our own writes' events, or a burst of events for one insertion
             if not is_candidate(ev, self.cfg):
+                return
+            if learning(self.cfg):  # `fdffctl ports learn` runs: its sticks get no job
+                self.log.info("drive.ignored_ports_learn", device=ev.device, port=ev.port)
                 return
             key = insertion_key(ev)
             taken = self.awaiting.pop(key, None)  # queued before a restart, and still here
@@ -457,10 +460,7 @@ class Station:
                     "unrecorded": self.sink.waiting,
                 },
             )
-            ports = [
-                p.model_copy(update={"name": port_name(p.port, p.device)})
-                for p in self.ports.values()
-            ]
+            ports = ordered_ports(self.cfg, self.ports)
         return StationStatus(
             station=self.cfg.station.id,
             version=__version__,

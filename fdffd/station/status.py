@@ -23,7 +23,9 @@ exception.  Strings stay untrusted: the views clean them before they reach a ter
 ```
 
 - ``port`` is udev's ``ID_PATH`` (the device name for loop devices); ``name`` is a short label
-  for volunteers (the hub port number where it can be read off the path).
+  for volunteers (the hub port number where it can be read off the path).  With a port map
+  (``[[ports]]``) every mapped port comes first, in physical order, named by its printed
+  label and with its ``audience``, empty ones included.
 - ``state``: ``active`` (its job has begun: it is in the job journal), ``queued`` (taken and
   journaled, waiting for a worker, or, after a restart, waiting to be seen again), ``idle`` (no
   drive, or a finished drive still plugged in: then ``last`` says how it ended).
@@ -135,6 +137,8 @@ class LastJob(_Status):
     message: Text = ""
     finished_at: Text = ""
     job_id: Text = ""
+    #: the payload profile the drive got (the audience's edition that fit), when it got one
+    profile: OptText = None
 
     @classmethod
     def of_record(cls, record: Mapping[str, Any]) -> LastJob:
@@ -156,6 +160,7 @@ class LastJob(_Status):
             message=message,
             finished_at=_text(record.get("finished_at")),
             job_id=_text(record.get("job_id")),
+            profile=_text_or_none(_mapping(record.get("payload")).get("profile")),
         )
 
 
@@ -174,6 +179,8 @@ class PortStatus(_Status):
 
     port: Text = ""
     name: Text = ""
+    #: the audience the port serves (from the station's port map), "" without one
+    audience: Text = ""
     device: Text = ""
     drive: Text = ""
     state: Annotated[PortState, BeforeValidator(_state)] = "idle"

@@ -167,11 +167,13 @@ def _pad(text: str, width: int) -> str:
 
 
 def _name(port: PortStatus) -> str:
-    return (
+    name = (
         clean_untrusted(port.name, 12)
         or clean_untrusted(port_name(port.port, port.device), 12)
         or "?"
     )
+    audience = clean_untrusted(port.audience, 12)
+    return f"{name} {audience}" if audience else name  # a mapped port and its audience
 
 
 def _timestamp(value: str) -> datetime | None:
@@ -317,6 +319,9 @@ def _message(port: PortStatus) -> str:
         message = _(EXPLAINED[key]) if key in EXPLAINED else message
     if last.wiped is False and last.verdict is not None:
         return f"{_(NOT_WIPED)}: {message}" if message else _(NOT_WIPED)
+    profile = clean_untrusted(last.profile, 64)
+    if profile and not message:
+        return f"{_('profile')} {profile}"  # which edition of the port's audience it got
     return message
 
 
