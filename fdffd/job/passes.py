@@ -11,7 +11,7 @@ back first:
 
 1. ``passes - 1`` full keyed wipe passes, as above; with one pass, a ``keyed`` pass over the
    blocks the image leaves zero (``ImageSurface.keyed_ranges``: free space, slack, zero
-   metadata, each rounded out to whole chunks); with more, the last wipe pass is that pass;
+   metadata, each rounded out to whole MiB); with more, the last wipe pass is that pass;
 2. ``keyed-verify`` reads those blocks back: each held its own keyed bytes, so they are real
    capacity and the donor's data there is gone;
 3. the ``image`` pass writes the whole surface: metadata, payload, zeros;
@@ -51,6 +51,12 @@ from .surface import (
     write_pass,
 )
 from .verdict import Findings, GaveUp
+
+
+#: the keyed pass under a zero-filled image goes over whole aligned blocks of this size
+#: (at most the chunk): the alignment of the partition and of most flash pages, so each piece
+#: is a fast sequential write; what it covers beyond the zeros, the image overwrites anyway
+KEYED_ALIGN = 1 << 20
 
 
 class JobContext(Protocol):
@@ -130,7 +136,7 @@ def run_passes(
             return sweep
     zero = isinstance(image, ImageSurface) and image.zero_fill and cfg.job.verify == "full"
     if isinstance(image, ImageSurface) and zero:
-        ranges = image.keyed_ranges(chunk, sector)
+        ranges = image.keyed_ranges(min(chunk, KEYED_ALIGN), sector)
         if keyed is None:  # no full wipe pass just ran: the keyed pass goes where zeros will
             keyed = FillPlan(Pattern(key, "keyed"), granule=sector)
             if not _write(job, disk, keyed, "keyed", usable, chunk, None, sweep, ranges):
