@@ -52,7 +52,6 @@ from .surface import (
 )
 from .verdict import Findings, GaveUp
 
-
 #: the keyed pass under a zero-filled image goes over whole aligned blocks of this size
 #: (at most the chunk): the alignment of the partition and of most flash pages, so each piece
 #: is a fast sequential write; what it covers beyond the zeros, the image overwrites anyway
