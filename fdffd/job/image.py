@@ -125,8 +125,8 @@ class ImageSurface(FillPlan):
     def keyed_ranges(self, align: int, sector: int) -> list[tuple[int, int]]:
         """Where the keyed pass under a zero-filled image goes: every ``align``-sized block
         holding a sector the image leaves all zero (free space and slack, zero metadata),
-        as ``(offset, length)``, merged.  Every other sector holds metadata or payload that the verify pass checks byte for
-        byte or by hash, which proves it as the keyed fill would."""
+        as ``(offset, length)``, merged.  Every other sector holds metadata or payload that
+        the verify pass checks byte for byte or by hash, which proves it as keyed fill would."""
         zero: list[tuple[int, int]] = []
         pos = 0
         for e in self.plan.extents:
