@@ -54,15 +54,16 @@ def _job(
 ) -> JobOutcome:
     if files is not None:
         add_profile(tmp_path / "payloads", "default", payload_source(tmp_path, files))
-    cfg = load_config(write_config(tmp_path, job={"profile": "default" if files else "", **job}))
+    profile = "default" if files or job.pop("imported", False) else ""
+    cfg = load_config(write_config(tmp_path, job={"profile": profile, **job}))
     drive = MemoryDrive(DriveSpec.honest(disk.announced))
     drive.disk = disk
     for off in range(0, disk.real - PAGE + 1, MiB):  # the donor's files
         disk.pwrite(memoryview(marker_block(off)), off)
     with ExitStack() as stack:
         payload = None
-        if files:
-            payload = stack.enter_context(open_profile(cfg.station.payload_dir, "default"))
+        if profile:
+            payload = stack.enter_context(open_profile(cfg.station.payload_dir, profile))
         d, facts = stack.enter_context(drive.opened(cfg))
         return run_job(cfg, d, facts, payload=payload)
 
@@ -213,3 +214,44 @@ def test_settings_that_choose(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             config_from_dict({"job": bad})
         assert says in err.value.message
+
+
+class FlipsABit(MemDisk):
+    """A drive that returns one wrong bit from the page at ``at`` (silent corruption)."""
+
+    at: int = 0
+
+    def _read_page(self, page: int) -> bytes:
+        data = super()._read_page(page)
+        if page * PAGE == self.at:
+            return bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+
+def test_payload_damaged_by_the_drive_is_told_from_a_changed_profile(tmp_path: Path) -> None:
+    """A payload byte read back wrong (no I/O error): the drive damaged the file, so the
+    drive is defective and the range is named, not "changed since its manifest"."""
+    disk = FlipsABit(64 * MiB, 64 * MiB)
+    add_profile(tmp_path / "payloads", "default", payload_source(tmp_path, {"f.mp4": 8 * MiB}))
+    cfg = load_config(write_config(tmp_path, job={"profile": "default"}))
+    with open_profile(cfg.station.payload_dir, "default") as payload:
+        files = payload.tree().files
+        plan = build_plan(
+            64 * MiB,
+            payload.tree(),
+            filesystem="fat32",
+            label="",
+            ids=os.urandom(ID_BYTES),
+            base_time=datetime(2025, 5, 1, 14, 0),
+            free_fill="zeros",
+        )
+    (ext,) = [e for e in plan.extents if isinstance(e.source, FileData)]
+    assert files and ext.length > 4 * MiB
+    disk.at = (ext.offset + 2 * MiB) // PAGE * PAGE
+    out = _job(tmp_path, disk, imported=True)
+    rec = out.record
+    assert out.exit_code == 4 and rec.verdict == "defective", rec.error
+    assert rec.error is not None and "f.mp4" in rec.error.message
+    assert rec.wipe.bad_ranges and any(
+        s <= disk.at < s + n for s, n in rec.wipe.bad_ranges
+    ), rec.wipe.bad_ranges

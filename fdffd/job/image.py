@@ -6,9 +6,11 @@ are read from the profile, so a payload file changed since its manifest is caugh
 
 Verifying: metadata and fill are compared byte for byte with the plan; payload bytes
 are hashed *from the bytes read off the drive*, file by file (BLAKE3, or SHA-256 for an
-older manifest), and checked against the manifest at the end.  A file that misses its
-manifest although the drive holds exactly what was written (no mismatching range touches
-it) was changed in the profile since its manifest; otherwise the drive damaged it.
+older manifest), and checked against the manifest at the end; in a chunk that is not what
+the image pass wrote they are also compared with the profile's file, to map the damage.  A
+file that misses its manifest although the drive holds exactly what was written (no
+mismatching range touches it) was changed in the profile since its manifest; otherwise the
+drive damaged it.
 
 A plan with zero free space (``build_plan(free_fill="zeros")``) is written over a keyed
 pass (``job/passes.py``): :meth:`ImageSurface.keyed_ranges` says where that pass must go (every
@@ -235,7 +237,11 @@ class ImageSurface(FillPlan):
         file_segs: list[tuple[int, int, FileData]] = note  # type: ignore[assignment]
         for rel, n, src in file_segs:
             self.read_back.update(src.entry.path, got[rel : rel + n])
-            expected[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash
+            # a chunk gets here when it is not what the image pass wrote (its digest differs):
+            # the payload bytes are compared too, with the profile's file, so that bytes the
+            # drive damaged are mapped (and told from a file changed since its manifest,
+            # which the drive holds exactly as written)
+            self._read_source(expected[rel : rel + n], src)
         bad = self._compare(got, expected, offset, length)
         if bad and self.prior is not None:
             self._dropped_in(got, offset, bad, self.prior)
