@@ -17,16 +17,24 @@ import pytest
 from fdffd import RELEASE_DATE
 from fdffd.config import load_config
 from fdffd.job.pipeline import process_path
+from fdffd.payload.profiles import add_profile
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.loopdev import LoopDevice
 from fdffd_testkit.markers import find_markers, write_markers
 
 from .cli_util import device_sha256, fdffctl, write_config
 from .fs_oracle import Volume, bad_times, nonzero_in, read_volume
-from .test_imaging_job import _read_back, _tree_of
+from .test_imaging_job import _make_source, _read_back, _tree_of
 
 MiB = 1 << 20
 KOREA = 0xA4  # exFAT's UTC offset byte for +9:00, OffsetValid set
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    src = _make_source(tmp_path)
+    add_profile(tmp_path / "payloads", "default", src)
+    return src
 
 
 def _job(tmp_path: Path, dev: str, code: int = 0, **job: object) -> dict[str, object]:
@@ -173,14 +181,3 @@ def test_a_station_clock_on_the_release_day_takes_jobs(
     cfg = load_config(write_config(tmp_path))
     out = process_path(cfg, dev.path, today=RELEASE_DATE)
     assert out.exit_code == 0 and out.record.verdict == "ok"
-
-
-@pytest.fixture
-def profile(tmp_path: Path) -> Path:
-    from fdffd.payload.profiles import add_profile
-
-    from .test_imaging_job import _make_source
-
-    src = _make_source(tmp_path)
-    add_profile(tmp_path / "payloads", "default", src)
-    return src

@@ -8,6 +8,7 @@ seam; a drive that ignores writes of zeros is that disk with one rule more.
 from __future__ import annotations
 
 import os
+import struct
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fdffd.config import config_from_dict, load_config
+from fdffd.devices.facts import DeviceFacts
 from fdffd.errors import ConfigError
 from fdffd.imaging import dates
 from fdffd.imaging.plan import ID_BYTES, build_plan
@@ -252,6 +254,30 @@ def test_payload_damaged_by_the_drive_is_told_from_a_changed_profile(tmp_path: P
     rec = out.record
     assert out.exit_code == 4 and rec.verdict == "defective", rec.error
     assert rec.error is not None and "f.mp4" in rec.error.message
-    assert rec.wipe.bad_ranges and any(
-        s <= disk.at < s + n for s, n in rec.wipe.bad_ranges
-    ), rec.wipe.bad_ranges
+    assert rec.wipe.bad_ranges and any(s <= disk.at < s + n for s, n in rec.wipe.bad_ranges), (
+        rec.wipe.bad_ranges
+    )
+
+
+@pytest.mark.parametrize(
+    ("udev", "media", "geometry"),
+    [({"ID_DRIVE_FLASH_SD": "1", "ID_BUS": "usb"}, "sd", (16, 4)), ({}, "usb", (63, 255))],
+)
+def test_media_kind_comes_from_the_drives_udev_facts(
+    tmp_path: Path, udev: dict[str, str], media: str, geometry: tuple[int, int]
+) -> None:
+    """A card reader's card is formatted as a phone formats a card (the MMC driver's 4 heads
+    of 16 sectors in the boot sector), a stick as a phone formats a stick; the record says
+    which, and names the footprint."""
+    add_profile(tmp_path / "payloads", "default", payload_source(tmp_path, SMALL))
+    cfg = load_config(write_config(tmp_path, job={"profile": "default"}))
+    disk = MemDisk(64 * MiB, 64 * MiB)
+    facts = DeviceFacts(path=disk.path, name="sdb", bus="usb", size_bytes=disk.size, udev=udev)
+    with open_profile(cfg.station.payload_dir, "default") as payload:
+        out = run_job(cfg, disk, facts, payload=payload)
+    rec = out.record
+    assert rec.verdict == "ok" and rec.device.media == media
+    assert rec.filesystem is not None and rec.filesystem.footprint == "android"
+    boot = memoryview(bytearray(512))
+    disk.pread(boot, rec.filesystem.partition_offset or 0)
+    assert struct.unpack_from("<HH", boot, 0x18) == geometry

@@ -1,4 +1,5 @@
-"""One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record.
+"""One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record
+(the passes, and the keyed pass under an image with zeros in its free space: ``passes.py``).
 
 :func:`run_job` takes a drive that is already open (any :class:`~fdffd.devices.disk.Disk`:
 a real block device, or the test kit's in-memory disk) and the facts gathered about it.
