@@ -1,7 +1,8 @@
 """``scripts/bench``: fdffd against its anchors on this machine; prints one table (or JSON).
 
     python -m bench.engine [--quick] [--passes 1,3] [--size 1GiB,4GiB] [--repeat 3]
-                           [--only job,payload,probe,scaling,memory,cli] [--json] [--out FILE]
+                           [--only job,payload,zerofill,probe,scaling,memory,cli] [--json]
+                           [--out FILE]
                            [--plot FILE]
 
 1. job:     a whole job on a tmpfs loop device next to ``dd`` with ``O_DIRECT`` writing and
@@ -10,6 +11,9 @@
 2. payload: the same with a generated payload profile, next to the usual chain for the same
             assurance: f3probe + nwipe + mkfs.fat + mcopy + read back + sha256sum (target
             <= 0.5x); nwipe's CPU per GB.
+   zerofill: zero free space (the keyed pass under the image) against keyed free space, with
+            a large and a small payload, on tmpfs and at USB speed, next to the dd bound and
+            each mode's own minimum (its bytes written and read at dd's speed).
 3. probe:   ``fdffctl probe`` next to ``f3probe --destructive`` on each simulated fake.
 4. scaling: the real daemon under udevd, 1..16 drives at USB-stick speed (blkio throttle):
             efficiency against N x one drive (target >= 90% at 16), CPU, peak RSS per drive.
@@ -35,10 +39,10 @@ from typing import Any
 
 from fdffd.sizes import parse_size
 
-from . import cli, machine, payload, plot, probes, rawio, report, station, targets
+from . import cli, machine, payload, plot, probes, rawio, report, station, targets, zerofill
 from .runner import fdffctl_path, log, missing_tools
 
-SECTIONS = ("job", "payload", "probe", "scaling", "memory", "cli")
+SECTIONS = ("job", "payload", "zerofill", "probe", "scaling", "memory", "cli")
 
 
 def _int_list(text: str) -> list[int]:
@@ -269,6 +273,15 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         finally:
                             payload.cleanup(workdir / "payload")
+        if "zerofill" in args.only:
+            w, r = args.throttle
+            log(
+                f"zerofill: keyed against zero free space on {report.size(sizes[0])} (tmpfs) and "
+                f"{report.size(drive_size)} at {w / 1e6:g}/{r / 1e6:g} MB/s"
+            )
+            results["zerofill"] = zerofill.measure(
+                workdir / "zerofill", args.dir, sizes[0], drive_size, w, r, repeat
+            )
         if "probe" in args.only:
             have_f3 = shutil.which("f3probe") is not None
             if not have_f3:

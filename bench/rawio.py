@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def prepared_loop(size: int, directory: str) -> Iterator[LoopDevice]:
         yield dev
 
 
-def dd_write(dev: LoopDevice) -> Timed:
+def dd_write(dev: LoopDevice, preexec: Callable[[], None] | None = None) -> Timed:
     ensure_ours(dev)
     t = run_timed(
         [
@@ -59,14 +59,15 @@ def dd_write(dev: LoopDevice) -> Timed:
             "oflag=direct",
             "conv=fsync",
             "status=none",
-        ]
+        ],
+        preexec=preexec,
     )
     if t.rc:
         raise RuntimeError(f"dd write on {dev.path} failed: {t.stderr.strip()}")
     return t
 
 
-def dd_read(dev: LoopDevice) -> Timed:
+def dd_read(dev: LoopDevice, preexec: Callable[[], None] | None = None) -> Timed:
     ensure_ours(dev)
     t = run_timed(
         [
@@ -77,21 +78,26 @@ def dd_read(dev: LoopDevice) -> Timed:
             f"count={dev.size // BS}",
             "iflag=direct",
             "status=none",
-        ]
+        ],
+        preexec=preexec,
     )
     if t.rc:
         raise RuntimeError(f"dd read on {dev.path} failed: {t.stderr.strip()}")
     return t
 
 
-def run_job(fdffctl: str, dev: LoopDevice, config: Path) -> tuple[Timed, dict[str, Any]]:
+def run_job(
+    fdffctl: str, dev: LoopDevice, config: Path, preexec: Callable[[], None] | None = None
+) -> tuple[Timed, dict[str, Any]]:
     """One job as the station daemon runs it (``bench.jobproc``: fdffd already imported);
-    the record, and the wall and CPU seconds spent inside the job itself."""
+    the record, and the wall and CPU seconds spent inside the job itself.  ``preexec`` runs
+    in the job's process before it starts (joining a throttled cgroup)."""
     ensure_ours(dev)
     t = run_timed(
         [sys.executable, "-m", "bench.jobproc", "--config", str(config), dev.path],
         env=fdffd_env(),
         cwd=Path(__file__).resolve().parents[1],
+        preexec=preexec,
     )
     try:
         out: dict[str, Any] = json.loads(t.stdout.strip().splitlines()[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import zerofill
 from .machine import one_line
 
 MiB = 1 << 20
@@ -291,6 +292,8 @@ def render(results: dict[str, Any]) -> str:
         rows += _job_rows(row)
     if "payload" in results:
         rows += _payload_rows(results["payload"])
+    if "zerofill" in results:
+        rows += zerofill.report_rows(results["zerofill"], size)
     rows += _probe_rows(results.get("probe", []))
     if "scaling" in results:
         rows += _scaling_rows(results["scaling"])

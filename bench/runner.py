@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,11 @@ def run_timed(
     cwd: str | Path | None = None,
     timeout: float = TIMEOUT,
     stdout_to: Path | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> Timed:
     """Run ``cmd`` and measure it.  CPU comes from ``RUSAGE_CHILDREN`` before and after, so it
-    counts the child and everything it waited for (and nothing else: we run one at a time)."""
+    counts the child and everything it waited for (and nothing else: we run one at a time).
+    ``preexec`` runs in the child before it execs (joining a throttled cgroup)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     if stdout_to is not None:
@@ -61,11 +63,18 @@ def run_timed(
                 cwd=cwd,
                 timeout=timeout,
                 check=False,
+                preexec_fn=preexec,
             )
         text_out = ""
     else:
         proc = subprocess.run(
-            list(cmd), capture_output=True, env=env, cwd=cwd, timeout=timeout, check=False
+            list(cmd),
+            capture_output=True,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+            preexec_fn=preexec,
         )
         text_out = proc.stdout.decode(errors="replace")
     wall = time.monotonic() - t0
@@ -119,9 +128,15 @@ def fdffctl_path() -> str:
 
 
 def write_config(
-    workdir: Path, *, passes: int = 1, profile: str = "", extra_job: dict[str, Any] | None = None
+    workdir: Path,
+    *,
+    passes: int = 1,
+    profile: str = "",
+    extra_job: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """A config for loop devices with its own state and payload dirs under ``workdir``.
+    """A config for loop devices with its own state and payload dirs under ``workdir``
+    (written to ``workdir/name``, by default a name made of the passes and the profile).
 
     ``profile`` "" means no payload: the image pass is partition table, filesystem and fill."""
     state = workdir / "state"
@@ -142,7 +157,7 @@ def write_config(
     ]
     for k, v in job.items():
         lines.append(f"{k} = {v!r}" if isinstance(v, int) else f'{k} = "{v}"')
-    path = workdir / f"fdffd-p{passes}{'-' + profile if profile else ''}.toml"
+    path = workdir / (name or f"fdffd-p{passes}{'-' + profile if profile else ''}.toml")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -156,6 +156,14 @@ class JobSection(_Section):
     slow_window: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     #: power a finished drive off (USB) so the volunteer knows it is safe to pull
     power_off: bool = False
+    #: what a finished drive's free space and file slack hold: ``zeros``, as on a drive an
+    #: ordinary system formatted and filled (a keyed pass proves the capacity first), or
+    #: ``keyed`` fill (faster; uniform noise an examiner sees at once)
+    free_space: Literal["zeros", "keyed"] = "zeros"
+    #: days the random base date of a drive's timestamps is drawn from ...
+    date_window: int = Field(default=365, ge=1, le=3650)
+    #: ... ending this many days before the station's date (at least 30)
+    date_min_age: int = Field(default=30, ge=30, le=3650)
 
     @field_validator("label")
     @classmethod

@@ -25,6 +25,9 @@ from datetime import datetime
 #: ``usb``: a USB stick (formatted through a phone's USB port).
 MEDIA_KINDS = ("sd", "usb")
 DEFAULT_MEDIA = "usb"
+#: The footprint's name in a job record (``filesystem.footprint``): the formatter whose
+#: output the volume imitates (Android's vold: sgdisk, newfs_msdos, mkfs.exfat).
+NAME = "android"
 
 #: Android formats a public volume as exFAT when the whole device is larger than
 #: this (PublicVolume::doFormat: "size > 32896LL * 1024 * 1024"), FAT32 otherwise.

@@ -6,9 +6,16 @@ are read from the profile, so a payload file changed since its manifest is caugh
 
 Verifying: metadata and fill are compared byte for byte with the plan; payload bytes
 are hashed *from the bytes read off the drive*, file by file (BLAKE3, or SHA-256 for an
-older manifest), and checked against the manifest at the end.  A file that misses its
-manifest although the drive holds exactly what was written (no mismatching range touches
-it) was changed in the profile since its manifest; otherwise the drive damaged it.
+older manifest), and checked against the manifest at the end; in a chunk that is not what
+the image pass wrote they are also compared with the profile's file, to map the damage.  A
+file that misses its manifest although the drive holds exactly what was written (no
+mismatching range touches it) was changed in the profile since its manifest; otherwise the
+drive damaged it.
+
+A plan with zero free space (``build_plan(free_fill="zeros")``) is written over a keyed
+pass (``job/passes.py``): :meth:`ImageSurface.keyed_ranges` says where that pass must go (every
+block the image leaves zero), and a range the verify pass finds still holding that pass's
+bytes for its own offset is a write the drive dropped (``dropped``), not lost capacity.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import blake3
 
 from ..imaging.plan import ImagePlan
 from ..imaging.types import Bytes, FileData, Fill, Zeros
-from ..pattern import BLOCK, Pattern
+from ..pattern import BLOCK, Pattern, mismatch_ranges
 from ..payload.manifest import FileRecord
 from .surface import FillPlan
 
@@ -68,6 +75,35 @@ def _overlaps(a: int, n: int, ranges: list[tuple[int, int]]) -> bool:
     return any(s < a + n and a < s + ln for s, ln in ranges)
 
 
+def _zero_sectors(data: bytes, at: int, sector: int) -> list[tuple[int, int]]:
+    """The whole sectors of ``data`` (placed at ``at`` on the drive) that are all zero, as
+    absolute ``(start, end)`` ranges."""
+    out: list[tuple[int, int]] = []
+    zero = bytes(sector)
+    first = -(-at // sector) * sector
+    view = memoryview(data)
+    for pos in range(first, at + len(data) - sector + 1, sector):
+        if view[pos - at : pos - at + sector] == zero:
+            if out and out[-1][1] == pos:
+                out[-1] = (out[-1][0], pos + sector)
+            else:
+                out.append((pos, pos + sector))
+    return out
+
+
+def round_out(ranges: list[tuple[int, int]], align: int, end: int) -> list[tuple[int, int]]:
+    """``(start, end)`` ranges widened to ``align`` boundaries (clipped at ``end``) and merged,
+    as ``(offset, length)``."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        a, b = a - a % align, min(end, -(-b // align) * align)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif a < b:
+            out.append((a, b))
+    return [(a, b - a) for a, b in out]
+
+
 class ImageSurface(FillPlan):
     """A ``surface.Plan`` over an ``ImagePlan``: keyed fill in the gaps."""
 
@@ -78,6 +114,34 @@ class ImageSurface(FillPlan):
         self.plan = plan
         self.read_back = PayloadCheck(files)
         self._fds: dict[str, int] = {}
+        #: the keyed pass written under this image, when its free space is zeros
+        self.prior: Pattern | None = None
+        #: ranges the verify pass found still holding ``prior`` for their own offset
+        self.dropped: list[tuple[int, int]] = []
+
+    @property
+    def zero_fill(self) -> bool:
+        """Free space and slack are zeros (else keyed fill)."""
+        return isinstance(self.plan.free, Zeros)
+
+    def keyed_ranges(self, align: int, sector: int) -> list[tuple[int, int]]:
+        """Where the keyed pass under a zero-filled image goes: every ``align``-sized block
+        holding a sector the image leaves all zero (free space and slack, zero metadata),
+        as ``(offset, length)``, merged.  Every other sector holds metadata or payload that
+        the verify pass checks byte for byte or by hash, which proves it as keyed fill would."""
+        zero: list[tuple[int, int]] = []
+        pos = 0
+        for e in self.plan.extents:
+            if e.offset > pos:
+                zero.append((pos, e.offset))
+            if isinstance(e.source, Zeros):
+                zero.append((e.offset, e.end))
+            elif isinstance(e.source, Bytes):
+                zero += _zero_sectors(e.source.data, e.offset, sector)
+            pos = max(pos, e.end)
+        if pos < self.plan.usable_bytes:
+            zero.append((pos, self.plan.usable_bytes))
+        return round_out(zero, align, self.plan.usable_bytes)
 
     def file_ranges(self, path: str) -> list[tuple[int, int]]:
         """Where the plan put ``path``'s bytes on the drive."""
@@ -173,5 +237,34 @@ class ImageSurface(FillPlan):
         file_segs: list[tuple[int, int, FileData]] = note  # type: ignore[assignment]
         for rel, n, src in file_segs:
             self.read_back.update(src.entry.path, got[rel : rel + n])
-            expected[rel : rel + n] = got[rel : rel + n]  # payload is checked by hash
-        return self._compare(got, expected, offset, length)
+            # a chunk gets here when it is not what the image pass wrote (its digest differs):
+            # the payload bytes are compared too, with the profile's file, so that bytes the
+            # drive damaged are mapped (and told from a file changed since its manifest,
+            # which the drive holds exactly as written)
+            self._read_source(expected[rel : rel + n], src)
+        bad = self._compare(got, expected, offset, length)
+        if bad and self.prior is not None:
+            self._dropped_in(got, offset, bad, self.prior)
+        return bad
+
+    def _dropped_in(
+        self, got: memoryview, offset: int, bad: list[tuple[int, int]], prior: Pattern
+    ) -> None:
+        """Of the mismatching ``bad`` ranges, the granules that still hold the keyed pass's
+        bytes for their own offset (a dropped write) go to ``dropped``; a range holding
+        them for another offset is an alias, as for keyed fill."""
+        for start, n in bad:
+            rel = start - offset
+            if start % BLOCK or n % BLOCK:
+                continue  # the pattern exists only on 16-byte blocks
+            mine = prior.bytes_at(start, n)
+            other = mismatch_ranges(got[rel : rel + n], memoryview(mine), n, self.granule)
+            pos = 0
+            for o, on in [*other, (n, 0)]:
+                if o > pos:
+                    self.dropped.append((start + pos, o - pos))
+                pos = o + on
+            for o, _ in other[:4]:
+                written_for = prior.decode_offset(got[rel + o : rel + o + BLOCK])
+                if written_for is not None and written_for != start + o:
+                    self.aliases.append((start + o, written_for))

@@ -1,4 +1,5 @@
-"""One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record.
+"""One job, one drive: admit, identify, probe, wipe pass(es), image pass, verify, finish, record
+(the passes, and the keyed pass under an image with zeros in its free space: ``passes.py``).
 
 :func:`run_job` takes a drive that is already open (any :class:`~fdffd.devices.disk.Disk`:
 a real block device, or the test kit's in-memory disk) and the facts gathered about it.
@@ -26,7 +27,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from .. import __version__
+from .. import RELEASE_DATE, __version__
 from ..audit.record import (
     Capacity,
     CapacityKind,
@@ -43,17 +44,17 @@ from ..audit.record import (
     utc_now_iso,
 )
 from ..config import Config
-from ..devices.blockdev import BlockDevice, aligned_buffer
+from ..devices.blockdev import BlockDevice
 from ..devices.disk import Disk
 from ..devices.facts import DeviceFacts, gather
 from ..errors import (
-    DeviceIOError,
     ExitCode,
     FdffdError,
     JobCrashedError,
     JobLostError,
     RefusedError,
 )
+from ..imaging import footprint as fp
 from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
@@ -61,17 +62,10 @@ from ..payload import Profile
 from .choice import choice_record, first_fitting, open_payloads
 from .gate import evaluate
 from .image import ImageSurface
+from .passes import run_passes
 from .probe import ProbeResult, probe_capacity
-from .surface import (
-    BAD_LIMIT,
-    Digests,
-    FillPlan,
-    PassResult,
-    merge_ranges,
-    verify_pass,
-    write_pass,
-)
-from .verdict import Findings, GaveUp, decide, exit_code_of
+from .surface import FillPlan
+from .verdict import Findings, decide, exit_code_of
 
 #: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
 TAIL_MIN = 1 << 20
@@ -106,9 +100,15 @@ def new_record(config: Config, job_id: str, device: str, started: str) -> JobRec
 class _Job:
     """One job's state: its typed record and what it found so far."""
 
-    def __init__(self, config: Config, device: str, status: StatusCallback | None) -> None:
+    def __init__(
+        self, config: Config, device: str, status: StatusCallback | None, today: date | None
+    ) -> None:
         self.config = config
         self.status = status
+        #: the station's date, read once: the drive's dates are drawn from a window before it
+        self.today = today or date.today()
+        #: the kind of media (``footprint.MEDIA_KINDS``), from the drive's udev facts
+        self.media = fp.DEFAULT_MEDIA
         self.job_id = uuid.uuid4().hex
         self.record = new_record(config, self.job_id, device, utc_now_iso())
         self.findings = Findings(device=device)
@@ -143,6 +143,7 @@ def run_job(
     serial_hmac: SerialHmac | None = None,
     status: StatusCallback | None = None,
     on_start: Callable[[str], None] | None = None,
+    today: date | None = None,
 ) -> JobOutcome:
     """Run one whole job on ``disk``, an opened drive that passed the gate, described by
     ``facts``; never raises for anything the drive does.
@@ -151,8 +152,9 @@ def run_job(
     largest first, of which the first that fits is imaged, or None for a wipe only.
     ``status(stage, done, total)`` is called as the job goes; an exception it raises (a
     cancellation) ends the job with that exception's verdict.  ``on_start(job_id)`` is
-    called before the job touches anything."""
-    job = _Job(config, disk.path, status)
+    called before the job touches anything.  ``today`` is the station's date (default: the
+    clock's); a date before :data:`fdffd.RELEASE_DATE` refuses the job."""
+    job = _Job(config, disk.path, status, today)
 
     def body() -> None:
         _begin(job, on_start)
@@ -172,11 +174,12 @@ def process_path(
     serial_hmac: SerialHmac | None = None,
     status: StatusCallback | None = None,
     on_start: Callable[[str], None] | None = None,
+    today: date | None = None,
 ) -> JobOutcome:
-    """Run one whole job on the drive at ``device`` (see :func:`run_job`): pin and check the
-    payload profile, gather the facts, ask the safety gate, and only then open the drive
-    read-write (``O_EXCL``, held for the whole job)."""
-    job = _Job(config, device, status)
+    """Run one whole job on the drive at ``device`` (see :func:`run_job`): check the
+    station's clock, pin and check the payload profile, gather the facts, ask the safety
+    gate, and only then open the drive read-write (``O_EXCL``, held for the whole job)."""
+    job = _Job(config, device, status, today)
 
     def body() -> None:
         _begin(job, on_start)
@@ -231,6 +234,23 @@ def _begin(job: _Job, on_start: Callable[[str], None] | None) -> None:
     if on_start is not None:
         on_start(job.job_id)
     job.t0 = time.monotonic()
+    check_clock(job.today, job.record.device.path)
+
+
+def check_clock(today: date, device: str) -> None:
+    """Refuse a job (before the drive is touched) when the station's date is before this
+    release: the clock is wrong (a board without a real-time clock starts in 1970 or 2000),
+    and a drive's dates are drawn from a window that ends 30 days before it."""
+    if today < RELEASE_DATE:
+        raise RefusedError(
+            f"the station's clock says {today.isoformat()}, before this version of fdffd was "
+            f"released ({RELEASE_DATE.isoformat()}), so the clock is wrong and drives would "
+            "be dated from it; set the date (timedatectl set-time 'YYYY-MM-DD HH:MM:SS', or "
+            "let NTP set it) and plug the drive in again",
+            device=device,
+            rule="station-clock",
+            stage="admit",
+        )
 
 
 def _conclude(job: _Job, body: Callable[[], None]) -> JobOutcome:
@@ -292,10 +312,12 @@ def _run_disk(
 
 def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac | None) -> None:
     rec = job.record
+    job.media = fp.media_kind_from_udev(facts.udev)
     rec.device = DeviceInfo(
         path=rec.device.path,
         port=facts.port,
         port_label=rec.device.port_label,
+        media=job.media,
         bus=facts.bus,
         vendor=facts.vendor,
         model=facts.model,
@@ -330,30 +352,37 @@ def _process(job: _Job, disk: Disk, payload: tuple[Profile, ...]) -> None:
         job, () if probe.counterfeit and reject else payload, usable, key, sector
     )
     try:
-        written, bad, done = _surface(job, disk, key, usable, chunk, image, first=0)
-        real = capacity_from_verify(bad, image.aliases, usable) if done else None
+        sweep = run_passes(job, disk, key, usable, chunk, image, first=0)
+        written, dropped = sweep.written, list(sweep.dropped)
+        real = capacity_from_verify(sweep.lost(), sweep.aliases, usable) if sweep.done else None
         if real is not None:
             # The verify pass found capacity the probe missed (an alias onto an unprobed
             # spot, a cache larger than the probe's flush).  Every byte of real flash has
             # been overwritten already; write and verify the last pass again inside it.
-            kind = "wraparound" if image.aliases else (probe.kind or "unknown")
+            kind = "wraparound" if sweep.aliases else (probe.kind or "unknown")
             job.log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
             usable = real - real % sector
             _set_capacity(job, usable, kind, probe.seconds)
             image.close()
             image = _image_surface(job, () if reject else payload, usable, key, sector)
-            more, bad, done = _surface(
-                job, disk, key, usable, chunk, image, first=cfg.job.passes - 1
-            )
-            written += more
+            sweep = run_passes(job, disk, key, usable, chunk, image, first=cfg.job.passes - 1)
+            written += sweep.written
+            dropped += sweep.dropped
     finally:
         image.close()
     job.record.wipe.bytes_written = written
-    job.record.wipe.bad_ranges = list(bad)
-    job.findings.bad_ranges = list(bad)
-    if done:  # a drive that turned read-only or failed too much stops before this
+    job.record.wipe.bad_ranges = list(sweep.bad)
+    job.findings.bad_ranges = list(sweep.bad)
+    job.findings.dropped_writes = dropped
+    if dropped:
+        job.log.warning("verify.dropped_writes", ranges=len(dropped), bytes=_total(dropped))
+    if sweep.done:  # a drive that turned read-only or failed too much stops before this
         job.findings.surface_done = True
         _finish(job, disk, image)
+
+
+def _total(ranges: list[tuple[int, int]]) -> int:
+    return sum(n for _, n in ranges)
 
 
 def _probe(job: _Job, disk: Disk, key: bytes, sector: int) -> tuple[ProbeResult, int]:
@@ -392,6 +421,7 @@ def _image_surface(
     rec = job.record
     rec.filesystem = None
     rec.payload = None
+    rec.wipe.free_space = "keyed"
     cfg = job.config
     payload, plan, choice, too_large = first_fitting(
         payloads,
@@ -401,8 +431,12 @@ def _image_surface(
             filesystem=cfg.job.filesystem,
             label=cfg.job.label,
             ids=os.urandom(ID_BYTES),
-            base_time=draw_base_time(date.today()),  # imaging never reads the clock
+            base_time=draw_base_time(  # imaging never reads the clock
+                job.today, window_days=cfg.job.date_window, min_age_days=cfg.job.date_min_age
+            ),
             sector_bytes=sector,
+            media=job.media,
+            free_fill=cfg.job.free_space,
         ),
     )
     if too_large is not None:
@@ -414,6 +448,7 @@ def _image_surface(
         return fill
     rec.filesystem = FilesystemInfo(
         type=cast("FilesystemType", plan.fs_type),
+        footprint=fp.NAME,
         label=plan.volume.label,
         volume_id=plan.volume_id_text,
         partition_offset=plan.partition.partition_offset,
@@ -428,8 +463,13 @@ def _image_surface(
         audience=job.audience or None,
         choice=choice_record(choice) if len(payloads) > 1 else None,
     )
+    rec.wipe.free_space = cfg.job.free_space
     job.log.info(
-        "image.planned", filesystem=plan.fs_type, partition_bytes=plan.partition.partition_bytes
+        "image.planned",
+        filesystem=plan.fs_type,
+        partition_bytes=plan.partition.partition_bytes,
+        free_space=cfg.job.free_space,
+        media=job.media,
     )
     return ImageSurface(plan, Pattern(key, "image"), payload.manifest.files, granule=sector)
 
@@ -444,119 +484,6 @@ def _payload_outcome(job: _Job, image: FillPlan) -> None:
     job.findings.payload_damaged = damaged
     if rec.payload.verified:
         job.log.info("payload.verified", files=rec.payload.files)
-
-
-def _surface(
-    job: _Job,
-    disk: Disk,
-    key: bytes,
-    usable: int,
-    chunk: int,
-    image: FillPlan,
-    *,
-    first: int,
-) -> tuple[int, list[tuple[int, int]], bool]:
-    """Passes ``first`` .. ``passes-1`` over ``[0, usable)`` (the last writes ``image``),
-    then the verify pass.  Returns the bytes written, the bad ranges, and whether every
-    pass ran to the end (not when the drive turned read-only or failed too much)."""
-    cfg = job.config
-    sector = disk.geometry.logical_sector
-    passes = cfg.job.passes
-    written = 0
-    bad: list[tuple[int, int]] = []
-    digests = Digests(0, usable, chunk)
-    for i in range(first, passes):
-        last = i == passes - 1
-        name = "image" if last else f"wipe-{i + 1}"
-        plan = image if last else FillPlan(Pattern(key, name), granule=sector)
-        res = _write(job, disk, plan, name, usable, chunk, digests if last else None)
-        if res is None:
-            return written, merge_ranges(bad), False
-        written += res.bytes_done
-        bad.extend(res.bad_ranges)
-        job.stage(name, res.seconds, res.bytes_done)
-        if res.gave_up:
-            job.findings.gave_up = GaveUp(name, BAD_LIMIT)
-            return written, merge_ranges(bad), False
-        job.log.info(
-            "pass.done", stage=name, seconds=round(res.seconds, 2), bad_bytes=res.bad_bytes
-        )
-    if cfg.job.verify == "full":
-        vres = _verify(job, disk, image, usable, chunk, digests)
-        bad.extend(vres.bad_ranges)
-        if vres.gave_up:
-            job.findings.gave_up = GaveUp("verify", BAD_LIMIT)
-            return written, merge_ranges(bad), False
-    return written, merge_ranges(bad), True
-
-
-def _write(
-    job: _Job,
-    disk: Disk,
-    plan: FillPlan,
-    name: str,
-    usable: int,
-    chunk: int,
-    digests: Digests | None,
-) -> PassResult | None:
-    """One write pass; None when the drive turned read-only during it (a finding)."""
-    disk.stage = name
-    job.report(name, 0, usable)
-    try:
-        return write_pass(
-            disk,
-            plan,
-            0,
-            usable,
-            chunk=chunk,
-            sector=disk.geometry.logical_sector,
-            progress=job.progress(name, usable),
-            digests=digests,
-        )
-    except DeviceIOError as err:
-        if _turned_read_only(disk, int(err.fields.get("offset") or 0)):
-            job.findings.read_only = name
-            return None
-        raise
-
-
-def _verify(
-    job: _Job, disk: Disk, image: FillPlan, usable: int, chunk: int, digests: Digests
-) -> PassResult:
-    disk.stage = "verify"
-    job.report("verify", 0, usable)
-    vres = verify_pass(
-        disk,
-        image,
-        0,
-        usable,
-        chunk=chunk,
-        sector=disk.geometry.logical_sector,
-        progress=job.progress("verify", usable),
-        digests=digests,
-    )
-    job.stage("verify", vres.seconds, vres.bytes_done)
-    job.record.wipe.verified_bytes = vres.bytes_done
-    job.record.wipe.mismatched_bytes = vres.bad_bytes
-    job.log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
-    return vres
-
-
-def _turned_read_only(disk: Disk, offset: int) -> bool:
-    """After writes stopped working at ``offset``: whether the drive still reads there and
-    refuses to write back the very bytes it read (so nothing changes on it)."""
-    sector = disk.geometry.logical_sector
-    at = offset - offset % sector
-    buf = memoryview(aligned_buffer(max(sector, 4096)))[:sector]
-    try:
-        disk.pread(buf, at)
-    except FdffdError:
-        return False
-    try:
-        disk.pwrite(buf, at)
-    except FdffdError:
-        return True
-    return False
 
 
 # --- capacity ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,6 +137,19 @@ def _chunks(start: int, end: int, chunk: int) -> Iterator[tuple[int, int]]:
         n = min(chunk, end - off)
         yield off, n
         off += n
+
+
+Ranges = Sequence[tuple[int, int]]  # (offset, length) pieces of a pass
+
+
+def _pass_chunks(start: int, end: int, chunk: int, ranges: Ranges | None) -> list[tuple[int, int]]:
+    """The chunks a pass moves: all of ``[start, end)``, or only the pieces in ``ranges``."""
+    if ranges is None:
+        return list(_chunks(start, end, chunk))
+    out: list[tuple[int, int]] = []
+    for off, n in ranges:
+        out += _chunks(max(start, off), min(end, off + n), chunk)
+    return out
 
 
 Stage = Callable[[memoryview, int, int], object]
@@ -324,8 +337,10 @@ def write_pass(
     bad_limit: int = BAD_LIMIT,
     digests: Digests | None = None,
     inflight: int | None = None,
+    ranges: Ranges | None = None,
 ) -> PassResult:
-    """Write ``plan`` over ``[start, end)`` and flush the drive's cache (not when it gave up).
+    """Write ``plan`` over ``[start, end)`` (only the ``(offset, length)`` pieces in
+    ``ranges``, when given) and flush the drive's cache (not when it gave up).
 
     One thread renders (and, with ``digests``, hashes) chunks ahead while up to
     ``inflight`` writes are on the drive; chunks complete, and are counted, in order."""
@@ -333,7 +348,7 @@ def write_pass(
     budget = _BadBudget(disk, bad_limit)
     stage = disk.stage
     inflight = inflight or INFLIGHT
-    chunks = list(_chunks(start, end, chunk))
+    chunks = _pass_chunks(start, end, chunk, ranges)
     t0 = time.monotonic()
 
     def render(buf: memoryview, off: int, n: int) -> object:
@@ -391,8 +406,10 @@ def verify_pass(
     bad_limit: int = BAD_LIMIT,
     digests: Digests | None = None,
     inflight: int | None = None,
+    ranges: Ranges | None = None,
 ) -> PassResult:
-    """Read ``[start, end)`` back and compare every byte with ``plan``.
+    """Read ``[start, end)`` (only the pieces in ``ranges``, when given) back and compare
+    every byte with ``plan``.
 
     Up to ``inflight`` reads are on the drive while this thread checks the oldest chunk
     read.  With ``digests`` from the write pass, a chunk whose xxh3-128 digest matches
@@ -404,7 +421,7 @@ def verify_pass(
     budget = _BadBudget(disk, bad_limit)
     stage = disk.stage
     inflight = inflight or INFLIGHT
-    chunks = list(_chunks(start, end, chunk))
+    chunks = _pass_chunks(start, end, chunk, ranges)
     scratch: list[memoryview] = []
     t0 = time.monotonic()
 

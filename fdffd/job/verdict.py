@@ -53,6 +53,9 @@ class Findings:
     gave_up: GaveUp | None = None
     #: the stage in which the drive stopped taking writes while still reading
     read_only: str | None = None
+    #: ranges that still held the keyed pass's data after the image pass wrote zeros there:
+    #: writes the drive dropped (the keyed read-back had proven those sectors hold data)
+    dropped_writes: list[tuple[int, int]] = field(default_factory=list)
     #: ``(needed, available)`` bytes when the payload did not fit (the drive was wiped anyway)
     payload_too_large: tuple[int, int] | None = None
     #: payload files read back as written but not as their manifest says (changed since)
@@ -102,6 +105,15 @@ def _drive_defect(f: Findings) -> FdffdError | None:
             device=f.device,
             stage=f.gave_up.stage,
         )
+    if f.dropped_writes:
+        total = sum(n for _, n in f.dropped_writes)
+        return DefectiveError(
+            f"it dropped writes: {format_size(total)} in {len(f.dropped_writes)} range(s) "
+            "still hold the keyed pass's data where the image wrote zeros (the drive had "
+            "stored and read back that data, then ignored the writes over it)",
+            device=f.device,
+            stage="verify",
+        )
     return None
 
 
@@ -125,7 +137,8 @@ def decide(f: Findings, policy: CounterfeitPolicy) -> tuple[Verdict, FdffdError 
     ``ok`` and ``rescued``).  ``policy`` is ``job.counterfeit``: reject a fake, or rescue it
     at its real size.
 
-    In order: what ended the job early; a drive that turned read-only or failed too much;
+    In order: what ended the job early; a drive that turned read-only, failed too much or
+    dropped writes;
     a payload file changed since its manifest, or damaged by the drive; bad flash; a
     counterfeit under ``reject``; a payload too large for the drive; a rescued fake; ok."""
     if f.failure is not None:
