@@ -16,6 +16,7 @@ from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import ExitCode, FdffdError, UsageError
 from ..fsutil import make_state_dir
 from ..log import configure
+from .audit_keys import add_lookup_args
 
 
 class Terminated(FdffdError):
@@ -59,12 +60,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     make_state_dir(cfg.station.state_dir)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
-    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
+    keys = StationKeys.load(cfg.station.state_dir)
+    outcome = process_path(cfg, args.device, sealer=keys.sealer)
     record = outcome.record.to_json_dict()
     code = outcome.exit_code
     try:
-        record = AuditLog(cfg.audit_log, keys).append(outcome.record)
+        AuditLog(cfg.audit_log, keys).append(outcome.logged)  # sealed; the terminal sees all
     except FdffdError as err:
         print(f"fdffctl: the job ended but its record could not be logged: {err}", file=sys.stderr)
         code = code or err.exit_code
@@ -333,29 +334,31 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_lookup(args: argparse.Namespace) -> int:
-    from ..audit import StationKeys, iter_records
+    from .audit_keys import cmd_audit_lookup as lookup
+
+    return lookup(args, Path(args.log) if args.log else _config(args).audit_log)
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from ..audit import StationKeys
+    from ..audit.seal import audit_key_fingerprint, read_key_file
 
     cfg = _config(args)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
-    digest = keys.serial_hmac(args.serial)
-    log_path = Path(args.log) if args.log else cfg.audit_log
-    found = [
-        {
-            "job_id": r.job_id,
-            "verdict": r.verdict,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-        }
-        for r in (iter_records(log_path) if log_path.exists() else [])
-        if r.device.serial_hmac == digest
-    ]
-    if args.json:
-        _print_json({"serial_hmac": digest, "jobs": found})
+    make_state_dir(cfg.station.state_dir)
+    audit_pub = read_key_file(Path(args.audit_pubkey)) if args.audit_pubkey else None
+    keys = StationKeys.init(cfg.station.state_dir, audit_pub)
+    print(f"station key fingerprint: {keys.fingerprint}")
+    if keys.audit_public_key is None:
+        print("no audit public key: identifying fields are dropped, not sealed")
     else:
-        print(f"serial HMAC {digest}: {len(found)} job(s)")
-        for j in found:
-            print(f"  {j['finished_at']}  {j['verdict']:<12} job {j['job_id']}")
-    return ExitCode.OK if found else ExitCode.FAILED
+        print(f"audit public key: {audit_key_fingerprint(keys.audit_public_key)}")
+    return ExitCode.OK
+
+
+def cmd_keys_audit_keygen(args: argparse.Namespace) -> int:
+    from .audit_keys import cmd_keys_audit_keygen as keygen
+
+    return keygen(args)
 
 
 def cmd_audit_report(args: argparse.Namespace) -> int:
@@ -508,16 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = asub.add_parser(
         "lookup",
         parents=[common, reporting],
-        help="was the drive with this serial processed? (needs the station secret)",
+        help="was the drive with this serial processed? (needs the audit private key)",
     )
-    sp.add_argument("serial", metavar="SERIAL")
-    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    add_lookup_args(sp)
     sp.set_defaults(func=cmd_audit_lookup)
     sp = asub.add_parser(
         "report", parents=[common, reporting], help="drives by verdict, bytes, speeds"
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_report)
+
+    keys = sub.add_parser("keys", help="the station's keys (created only here)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    sp = ksub.add_parser("init", parents=[common], help="create the station keys (once)")
+    sp.add_argument("--audit-pubkey", metavar="FILE", help="the program's audit public key")
+    sp.set_defaults(func=cmd_keys_init)
+    sp = ksub.add_parser("audit-keygen", help="make the program's audit key pair (OFF station)")
+    sp.add_argument("prefix", metavar="PREFIX", help="private key file (PREFIX.pub: public)")
+    sp.set_defaults(func=cmd_keys_audit_keygen)
 
     sp = sub.add_parser(
         "fingerprint", help="what two drives or images share that a real formatter would not"

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from fdffd.errors import UsageError
+from fdffd.errors import AuditError, UsageError
 from fdffd.station.control import request
 
 from .fakedrive import FakeDrive, FakeSpec, fake_drive
@@ -61,7 +61,27 @@ def write_config(root: Path, **sections: dict[str, Any]) -> Path:
     path = root / "fdffd.toml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    try:
+        init_keys(root, Path(body["station"]["state_dir"]))
+    except AuditError:  # a test of a broken state dir: the daemon is to name it, not this
+        pass
     return path
+
+
+def init_keys(root: Path, state_dir: Path) -> None:
+    """What ``fdffctl keys init --audit-pubkey`` does for a test station: the program's audit
+    key pair under ``root`` (``audit-seal.key``, ``audit-seal.key.pub``: the private half is
+    kept for tests that look drives up, as an auditor would), then the station's keys."""
+    from fdffd.audit import StationKeys
+    from fdffd.audit.seal import new_audit_keypair, read_key_file
+
+    private, pub = root / "audit-seal.key", root / "audit-seal.key.pub"
+    if not private.exists():
+        priv_text, pub_text = new_audit_keypair()
+        private.write_text(priv_text + "\n")
+        private.chmod(0o600)
+        pub.write_text(pub_text + "\n")
+    StationKeys.init(state_dir, read_key_file(pub))
 
 
 class Daemon:
