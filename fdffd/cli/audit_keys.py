@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..audit.log import iter_records
+from ..audit.checkpoint import Checkpoint, check_key, check_prefix
+from ..audit.log import VerifyResult, iter_records
 from ..audit.seal import Opener, new_audit_keypair, normalise_volume_id, read_key_file
 from ..errors import ExitCode, UsageError
 from ..fsutil import create_exclusive
@@ -96,3 +97,62 @@ def add_lookup_args(sp: argparse.ArgumentParser) -> None:
         "--volume-id", action="store_true", help="SERIAL is the volume serial (e.g. 1234-ABCD)"
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+
+
+# --- audit verify's trust checks, audit checkpoint -------------------------------------
+
+
+def add_verify_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--allow-empty", action="store_true", help="a missing or empty log is no failure"
+    )
+    sp.add_argument(
+        "--fingerprint", metavar="HEX", help="the station key the log must be signed by"
+    )
+    sp.add_argument("--expect-head", metavar="HASH", help="a remembered head (with --expect-lines)")
+    sp.add_argument("--expect-lines", type=int, metavar="N", help="its line count")
+    sp.add_argument(
+        "--checkpoint", metavar="FILE", help="a checkpoint (fdffctl audit checkpoint's text)"
+    )
+
+
+def trust_failures(
+    args: argparse.Namespace, log_path: Path, result: VerifyResult, fingerprint: str
+) -> list[str]:
+    """What ``audit verify``'s trust options find wrong beyond the chain and signatures."""
+    why: list[str] = []
+    if (result.missing or result.empty) and not args.allow_empty:
+        state = "missing" if result.missing else "empty"
+        why.append(f"the log is {state} (deleted or emptied?); --allow-empty if it may be")
+    expect: list[Checkpoint] = []
+    if args.expect_head or args.expect_lines is not None:
+        if not args.expect_head or args.expect_lines is None:
+            raise UsageError("--expect-head HASH and --expect-lines N go together")
+        expect.append(Checkpoint(args.expect_lines, args.expect_head.strip().lower()))
+    if args.checkpoint:
+        expect.append(Checkpoint.read(Path(args.checkpoint)))
+    for cp in expect:
+        if cp.key and cp.key != "0" * 64 and (msg := check_key(fingerprint, cp.key)):
+            why.append(msg)
+        if result.ok and (msg := check_prefix(log_path, result, cp)):
+            why.append(msg)
+    if args.fingerprint and (msg := check_key(fingerprint, args.fingerprint)):
+        why.append(msg)
+    return why
+
+
+def print_checkpoint(result: VerifyResult, fingerprint: str, *, qr: bool) -> Checkpoint:
+    """The checkpoint of a verified log, as text and (on a terminal) a QR code of it."""
+    from ..audit.record import utc_now_iso
+
+    cp = Checkpoint(result.lines_checked, result.head, fingerprint, utc_now_iso())
+    print(cp.to_text())
+    print(f"lines {cp.lines}, head {cp.head}")
+    print(f"station key {fingerprint}, at {cp.at}")
+    if qr:
+        import qrcode  # type: ignore[import-untyped]
+
+        code = qrcode.QRCode(border=1)
+        code.add_data(cp.to_text())
+        code.print_ascii(out=sys.stdout, invert=True)
+    return cp

@@ -16,7 +16,7 @@ from ..config import DEFAULT_CONFIG_PATH, Config, load_config
 from ..errors import ExitCode, FdffdError, UsageError
 from ..fsutil import make_state_dir
 from ..log import configure
-from .audit_keys import add_lookup_args
+from .audit_keys import add_lookup_args, add_verify_args
 
 
 class Terminated(FdffdError):
@@ -291,20 +291,33 @@ def cmd_payload_prune(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ..audit import load_public_key, verify
+    from ..audit.keys import public_key_hex
+    from .audit_keys import print_checkpoint, trust_failures
 
     cfg = _config(args)
     pub = Path(args.pubkey) if args.pubkey else cfg.station.state_dir / "station.pub"
     log_path = Path(args.log) if args.log else cfg.audit_log
     if not pub.exists():
         raise UsageError(f"no public key at {pub}; pass --pubkey FILE")
-    result = verify(log_path, load_public_key(pub))
+    key = load_public_key(pub)
+    fingerprint = public_key_hex(key)
+    result = verify(log_path, key)
+    if getattr(args, "checkpoint_out", False):
+        if not result.ok:
+            print(result.summary(), file=sys.stderr)
+            return ExitCode.FAILED
+        print_checkpoint(result, fingerprint, qr=not args.no_qr)
+        return ExitCode.OK
+    why = trust_failures(args, log_path, result, fingerprint)
     if args.json:
         _print_json(
             {
-                "ok": result.ok,
+                "ok": result.ok and not why,
                 "summary": result.summary(),
                 "lines": result.lines_checked,
                 "head": result.head,
+                "key": fingerprint,
+                "problems": why,
             }
             | (
                 {"failure": {"line": result.failure.line, "reason": result.failure.reason}}
@@ -314,7 +327,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         )
     else:
         print(result.summary())
-    return ExitCode.OK if result.ok else ExitCode.FAILED
+        print(f"station key fingerprint: {fingerprint}")
+        for w in why:
+            print(f"FAILED: {w}")
+    return ExitCode.OK if result.ok and not why else ExitCode.FAILED
 
 
 def cmd_audit_repair(args: argparse.Namespace) -> int:
@@ -500,7 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)"
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    add_verify_args(sp)
     sp.set_defaults(func=cmd_audit_verify)
+    sp = asub.add_parser(
+        "checkpoint", parents=[common], help="verify, then print head, lines, key as text and QR"
+    )
+    sp.add_argument("--pubkey", metavar="FILE", help="station public key")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.add_argument("--no-qr", action="store_true", help="text only")
+    sp.set_defaults(func=cmd_audit_verify, checkpoint_out=True)
     sp = asub.add_parser(
         "repair",
         parents=[common],
