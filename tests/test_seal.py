@@ -8,8 +8,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fdffd import __version__
+from fdffd.audit import AuditLog, StationKeys
 from fdffd.audit.record import Capacity, DeviceInfo, FilesystemInfo, JobRecord, Stage, Wipe
 from fdffd.audit.seal import Opener, Sealer, new_audit_keypair, parse_key_text, seal_identifying
+from fdffd.config import load_config
+from fdffd.job.pipeline import interrupted_record
 from fdffd.payload.profiles import add_profile
 from fdffd_testkit.loopdev import LoopDevice
 
@@ -110,3 +114,30 @@ def test_finished_drive_does_not_find_its_record(
     assert found.code == 0, found.stderr
     jobs = json.loads(found.stdout)["jobs"]
     assert [j["job_id"] for j in jobs] == [rec["job_id"]] and jobs[0]["wiped"] is True
+    # the logged record names the sanitization it met (SP 800-88 Clear, read back), in clear
+    (logged,) = [json.loads(line) for line in Path(log).read_text().splitlines()]
+    assert logged["wiped"] is True and logged["sealed"] and logged["started_at"] is None
+    assert logged["sanitization"] == {
+        "standard": "NIST SP 800-88 Rev. 2 / IEEE 2883-2022",
+        "method": "clear",
+        "technique": "overwrite",
+        "verification": "full-read-back",
+        "tool": "fdffd",
+        "tool_version": __version__,
+    }
+    report = fdffctl("audit", "report", "--log", log)
+    assert report.code == 0 and "not wiped: 0" in report.stdout and "128M 1" in report.stdout
+
+
+def test_unfinished_jobs_are_shown_not_wiped(tmp_path: Path) -> None:
+    """A job found interrupted on restart is logged (day only) and counted as not wiped."""
+    cfg = load_config(write_config(tmp_path))
+    log = AuditLog(cfg.audit_log, StationKeys.load(cfg.station.state_dir))
+    rec = interrupted_record(
+        cfg, {"job_id": "e" * 32, "device": "/dev/sdq", "started_at": "2026-12-03T09:08:07.000Z"}
+    )
+    log.append(rec)
+    text = cfg.audit_log.read_text()
+    assert "09:08:07" not in text and '"day":"2026-12-03"' in text and '"wiped":false' in text
+    report = fdffctl("audit", "report", "--log", str(cfg.audit_log))
+    assert "not wiped: 1" in report.stdout and "interrupted 1" in report.stdout
