@@ -141,3 +141,24 @@ def test_unfinished_jobs_are_shown_not_wiped(tmp_path: Path) -> None:
     assert "09:08:07" not in text and '"day":"2026-12-03"' in text and '"wiped":false' in text
     report = fdffctl("audit", "report", "--log", str(cfg.audit_log))
     assert "not wiped: 1" in report.stdout and "interrupted 1" in report.stdout
+
+
+def test_records_from_before_sealing_are_found_with_the_archived_secret(tmp_path: Path) -> None:
+    """A record that carries the old serial HMAC is found with the station's archived
+    ``serial.secret`` (``--serial-secret``), next to sealed records found with the key."""
+    import hashlib
+    import hmac
+
+    cfg = load_config(write_config(tmp_path))
+    keys = StationKeys.load(cfg.station.state_dir)
+    log = AuditLog(cfg.audit_log, keys)
+    secret = os.urandom(32)
+    (tmp_path / "serial.secret").write_bytes(secret)
+    old = _record()
+    old.device.serial_hmac = hmac.new(secret, b"OLD-SERIAL-1", hashlib.sha256).hexdigest()
+    log.append(old)
+    args = ["--log", str(cfg.audit_log), "--serial-secret", str(tmp_path / "serial.secret")]
+    found = fdffctl("audit", "lookup", "OLD-SERIAL-1", *args, "--json")
+    assert found.code == 0, found.stderr
+    assert [j["job_id"] for j in json.loads(found.stdout)["jobs"]] == [old.job_id]
+    assert fdffctl("audit", "lookup", "OTHER", *args).code == 5

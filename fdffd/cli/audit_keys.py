@@ -4,6 +4,8 @@ lookup of sealed identifying fields (docs/auditor.md)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 from ..audit.checkpoint import Checkpoint, check_key, check_prefix
 from ..audit.log import VerifyResult, iter_records
+from ..audit.record import JobRecord
 from ..audit.seal import Opener, new_audit_keypair, normalise_volume_id, read_key_file
 from ..errors import ExitCode, UsageError
 from ..fsutil import create_exclusive
@@ -45,19 +48,22 @@ def _match(fields: dict[str, Any], serial: str | None, volume_id: str | None) ->
 def cmd_audit_lookup(args: argparse.Namespace, log_path: Path) -> int:
     """The jobs whose sealed fields hold this serial (or volume serial); needs the audit
     private key.  Reads the log only: creates no file."""
-    if args.key is None:
+    if args.key is None and args.serial_secret is None:
         raise UsageError(
             "audit lookup needs the program's audit private key: --key FILE "
             "(stations cannot look drives up; see docs/auditor.md)"
         )
     if not log_path.is_file():
         raise UsageError(f"{log_path}: no audit log there (give --log FILE)")
-    opener = Opener(read_key_file(Path(args.key)))
+    opener = Opener(read_key_file(Path(args.key))) if args.key else None
     serial = None if args.volume_id else args.serial
+    digest = _old_hmac(Path(args.serial_secret), serial) if args.serial_secret and serial else None
     found: list[dict[str, Any]] = []
     sealed_jobs = opened = 0
     for record in iter_records(log_path):
-        if record.sealed is None:
+        if digest is not None and record.device.serial_hmac == digest:
+            found.append(_old_job(record))
+        if record.sealed is None or opener is None:
             continue
         sealed_jobs += 1
         fields = opener.open(record.sealed)
@@ -90,9 +96,36 @@ def cmd_audit_lookup(args: argparse.Namespace, log_path: Path) -> int:
     return ExitCode.OK if found else ExitCode.FAILED
 
 
+def _old_hmac(path: Path, serial: str) -> str:
+    """The serial HMAC of records written before sealing, under that station's archived
+    ``serial.secret`` (32 raw bytes)."""
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the serial secret: {exc.strerror}") from exc
+    normal = serial.strip().strip("\x00").strip().encode("utf-8", "surrogateescape")
+    return hmac.new(secret, normal, hashlib.sha256).hexdigest()
+
+
+def _old_job(record: JobRecord) -> dict[str, Any]:
+    return {
+        "job_id": record.job_id,
+        "verdict": record.verdict,
+        "wiped": record.wiped,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "volume_id": record.filesystem.volume_id if record.filesystem else None,
+    }
+
+
 def add_lookup_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("serial", metavar="SERIAL", help="the drive's USB serial (or volume serial)")
     sp.add_argument("--key", metavar="FILE", help="the program's audit PRIVATE key")
+    sp.add_argument(
+        "--serial-secret",
+        metavar="FILE",
+        help="an archived serial.secret: also finds records written before sealing",
+    )
     sp.add_argument(
         "--volume-id", action="store_true", help="SERIAL is the volume serial (e.g. 1234-ABCD)"
     )
