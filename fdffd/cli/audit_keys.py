@@ -81,6 +81,13 @@ def cmd_audit_lookup(args: argparse.Namespace, log_path: Path) -> int:
                     "volume_id": fields.get("volume_id"),
                 }
             )
+    _print_found(args, found, sealed_jobs, opened)
+    return ExitCode.OK if found else ExitCode.FAILED
+
+
+def _print_found(
+    args: argparse.Namespace, found: list[dict[str, Any]], sealed_jobs: int, opened: int
+) -> None:
     if args.json:
         sys.stdout.write(json.dumps({"jobs": found, "sealed": sealed_jobs, "opened": opened}))
         sys.stdout.write("\n")
@@ -93,7 +100,6 @@ def cmd_audit_lookup(args: argparse.Namespace, log_path: Path) -> int:
         for j in found:
             wiped = "wiped" if j["wiped"] else "NOT wiped"
             print(f"  {j['finished_at']}  {j['verdict']:<12} {wiped:<9} job {j['job_id']}")
-    return ExitCode.OK if found else ExitCode.FAILED
 
 
 def _old_hmac(path: Path, serial: str) -> str:
