@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import multiprocessing
 import os
@@ -858,7 +859,9 @@ def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Pat
 
 
 def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: StationKeys) -> None:
-    """A key-rotation record chains and verifies like any line; reports see only jobs."""
+    """A key-rotation record chains and verifies like any line (signed by the old key, it
+    hands over to the new one); reports see only jobs."""
+    new = StationKeys.generate()
     log = AuditLog(tmp_path / "audit.jsonl", keys)
     log.append(make_record(0))
     now = utc_now_iso()
@@ -868,15 +871,15 @@ def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: S
             version="0.1.0",
             day=now[:10],
             at=now,
-            old_key="ab" * 32,
-            new_key="cd" * 32,
-            new_key_fingerprint="ef" * 32,
+            old_key=hashlib.sha256(keys.public_key.public_bytes_raw()).hexdigest(),
+            new_key=new.public_key.public_bytes_raw().hex(),
+            new_key_fingerprint=hashlib.sha256(new.public_key.public_bytes_raw()).hexdigest(),
             reason="yearly rotation",
         )
     )
     assert list(out)[:3] == ["schema", "type", "station"] and out["type"] == "key-rotation"
     assert out["day"] == out["at"][:10]
-    log.append(make_record(1))
+    AuditLog(log.path, new).append(make_record(1))  # signed by the new key
     result = verify(log.path, keys.public_key)
     assert result.ok and result.lines_checked == 3, result.summary()
     assert [type(r).__name__ for r in iter_log(log.path)] == [

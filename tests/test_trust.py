@@ -147,3 +147,48 @@ def test_auditor_commands_on_a_copied_log_create_no_file(tmp_path: Path) -> None
     assert fdffctl("audit", "checkpoint", *files, "--no-qr").code == 0
     assert fdffctl("audit", "report", "--log", str(auditor / "audit.jsonl")).code == 0
     assert sorted(p.name for p in auditor.iterdir()) == ["audit.jsonl", "station.pub"]
+
+
+def test_a_key_rotation_signed_by_the_old_key_hands_over_to_the_new(tmp_path: Path) -> None:
+    """A key-rotation line signed by the old key names the new one: verify (given the old
+    key) follows it; a rotation naming the wrong old key, or lines after it signed by another
+    key, fail."""
+    import hashlib
+
+    from fdffd.audit import KeyRotationRecord, verify
+
+    cfg, log, old = _station(tmp_path, 2)
+    new = StationKeys.init(tmp_path / "new-state")
+    pub = new.public_key.public_bytes_raw()
+
+    def rotation(old_key: str) -> KeyRotationRecord:
+        return KeyRotationRecord(
+            station="test-station",
+            version="0",
+            day="2026-12-03",
+            old_key=old_key,
+            new_key=pub.hex(),
+            new_key_fingerprint=hashlib.sha256(pub).hexdigest(),
+            reason="scheduled",
+        )
+
+    whole = log.read_bytes()
+    AuditLog(log, old).append(
+        rotation(hashlib.sha256(old.public_key.public_bytes_raw()).hexdigest())
+    )
+    _append(cfg, new, 2, 2)
+    result = verify(log, old.public_key)
+    assert result.ok and result.lines_checked == 5, result.summary()
+    # the lines after the rotation signed by the old key instead: caught
+    log.write_bytes(whole)
+    AuditLog(log, old).append(
+        rotation(hashlib.sha256(old.public_key.public_bytes_raw()).hexdigest())
+    )
+    _append(cfg, old, 2, 1)
+    bad = verify(log, old.public_key)
+    assert not bad.ok and bad.failure is not None and bad.failure.line == 4
+    # a rotation that names another old key: caught at the rotation line
+    log.write_bytes(whole)
+    AuditLog(log, old).append(rotation("ab" * 32))
+    wrong = verify(log, old.public_key)
+    assert not wrong.ok and wrong.failure is not None and wrong.failure.line == 3
