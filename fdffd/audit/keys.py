@@ -1,7 +1,8 @@
 """The station's keys: the Ed25519 signing key of the audit log, and the program's audit
 public key that identifying fields are sealed to (:mod:`fdffd.audit.seal`).
 
-Files in the state dir (named in ``fdffd.statedir``), created on first use:
+Files in the state dir (named in ``fdffd.statedir``), created only by ``fdffctl keys init``
+(:meth:`StationKeys.init`); :meth:`StationKeys.load` never creates one:
 
 - ``station.key``: Ed25519 private key, PEM (PKCS#8, unencrypted), mode 0600.
 - ``station.pub``: its public key, PEM (SubjectPublicKeyInfo), mode 0644.  Give this to
@@ -71,7 +72,7 @@ def _parse_public_key(path: Path, data: bytes) -> Ed25519PublicKey:
 
 @dataclass(frozen=True)
 class StationKeys:
-    """The loaded keys of one station.  Build it with :meth:`load_or_create`."""
+    """The loaded keys of one station.  Build it with :meth:`load` (or :meth:`init`)."""
 
     private_key: Ed25519PrivateKey = field(repr=False)
     public_key: Ed25519PublicKey = field(repr=False)
