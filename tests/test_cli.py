@@ -140,24 +140,20 @@ def test_daemon_with_a_state_dir_that_is_a_file_exits_2_naming_it(tmp_path: Path
 
 
 def test_audit_verify_on_a_new_station_says_there_is_no_record_yet(tmp_path: Path) -> None:
-    """No log and no key yet: exit 0 saying so (not "no public key ... pass --pubkey");
-    a log without its key still asks for the key."""
+    """No log yet: verify says so and fails (a deleted log looks the same) unless told the log
+    may be empty; it names the key it would check, and creates nothing."""
     cfg = write_config(tmp_path)
     run = fdffctl("audit", "verify", "--config", str(cfg))
-    assert run.code == 0, run.stderr
-    assert "no record yet" in run.stdout and "nothing to verify" in run.stdout
-    run = fdffctl("audit", "verify", "--config", str(cfg), "--json")
-    assert run.code == 0 and json.loads(run.stdout) | {"summary": ""} == {
-        "ok": True,
-        "summary": "",
-        "lines": 0,
-        "head": "0" * 64,
-    }
-    assert not (tmp_path / "state").exists()  # verifying creates nothing
-    _log_with(tmp_path, 1)
-    (tmp_path / "state" / "station.pub").unlink()
-    run = fdffctl("audit", "verify", "--config", str(cfg))
-    assert run.code == 2 and "no public key" in run.stderr and "--pubkey" in run.stderr
+    assert run.code == 5, run.stdout + run.stderr
+    assert "no log yet" in run.stdout and "--allow-empty" in run.stdout
+    run = fdffctl("audit", "verify", "--allow-empty", "--config", str(cfg))
+    assert run.code == 0 and "no log yet" in run.stdout, run.stdout + run.stderr
+    assert "station key fingerprint" in run.stdout
+    run = fdffctl("audit", "verify", "--allow-empty", "--config", str(cfg), "--json")
+    answer = json.loads(run.stdout)
+    assert run.code == 0 and answer["ok"] is True and answer["lines"] == 0
+    assert answer["head"] == "0" * 64
+    assert not (tmp_path / "state" / "audit.jsonl").exists()  # verifying creates nothing
 
 
 def test_payload_add_creates_the_state_dir_0700(tmp_path: Path) -> None:
