@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fdffd.job.probe import PROBE_BLOCK, inner_positions, probe_capacity, round0_positions
+from fdffd.job.probe import (
+    PROBE_BLOCK,
+    inner_positions,
+    probe_capacity,
+    region_samples,
+    round0_positions,
+)
 
 from .rig.memdisk import MemDisk
 
@@ -96,10 +102,12 @@ def test_honest_drives_of_any_size(announced_mib: int) -> None:
     _check(MemDisk(announced=announced_mib * MiB, real=announced_mib * MiB))
 
 
-def test_bad_block_at_the_end_of_the_flush_region_is_a_suspect() -> None:
-    """An unreadable block in the probe's own flush region does not shrink the drive."""
+def test_bad_block_in_the_start_region_is_a_suspect() -> None:
+    """An unreadable block in the probe's own start region does not shrink the drive."""
     flush = 8 * MiB
-    disk = MemDisk(announced=256 * MiB, real=256 * MiB, bad_pages={flush // 4096 - 1, 3})
+    samples = region_samples(0, flush, PROBE_BLOCK)
+    bad = [flush - PROBE_BLOCK, samples[3]]
+    disk = MemDisk(announced=256 * MiB, real=256 * MiB, bad_pages={b // 4096 for b in bad})
     res = probe_capacity(disk, KEY, flush_bytes=flush)
     assert not res.counterfeit
-    assert flush - 4096 in res.suspect_blocks and 3 * 4096 in res.suspect_blocks
+    assert set(bad) <= set(res.suspect_blocks)

@@ -29,15 +29,18 @@ from ..errors import (
     PayloadError,
     PayloadTooLargeError,
     RefusedError,
+    UsageError,
 )
 from ..imaging.plan import ID_BYTES, build_plan
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
 from ..payload.profiles import Profile, check_before_job, open_profile
 from ..sizes import format_size
+from . import capacity
 from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
+from .smallvol import volume_error
 from .surface import Digests, FillPlan, PassResult, merge_ranges, verify_pass, write_pass
 
 #: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
@@ -62,6 +65,8 @@ class _Job:
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: an error that ends the job only after the drive has been wiped (payload too large)
     deferred: FdffdError | None = None
+    #: why a counterfeit may not be rescued (moving capacity, below min_size), or None
+    no_rescue: str | None = None
 
     def stage(self, name: str, seconds: float, nbytes: int) -> None:
         self.stages.append({"name": name, "seconds": round(seconds, 3), "bytes": nbytes})
@@ -128,13 +133,8 @@ def _identify(
 
 
 def lost_tail(bad: list[tuple[int, int]], end: int) -> int | None:
-    """Start of a mismatching tail that runs to ``end`` (capacity the drive does not have)."""
-    if not bad:
-        return None
-    start, n = bad[-1]
-    if start + n >= end and n >= min(TAIL_MIN, end // 100):
-        return start
-    return None
+    """Start of the first dead region (capacity the drive does not have); capacity.py."""
+    return capacity.lost_tail(bad, end)
 
 
 def run_job(
@@ -276,7 +276,16 @@ def _process(
         )
     else:
         log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
-    image_it = payload is not None and not (probe.counterfeit and cfg.job.counterfeit == "reject")
+    job.no_rescue = capacity.rescue_refusal(
+        cfg.job.counterfeit,
+        usable,
+        cfg.drives.min_size,
+        unstable=probe.unstable,
+        boundaries=probe.boundaries,
+    )
+    image_it = payload is not None and not (
+        probe.counterfeit and (cfg.job.counterfeit == "reject" or job.no_rescue)
+    )
 
     # wipe passes, the image pass, verify -------------------------------------------------
     image = _image_surface(job, rec, payload if image_it else None, usable, key, sector, log)
@@ -287,11 +296,14 @@ def _process(
             # The verify pass found capacity the probe missed (an alias onto an unprobed
             # spot, a cache larger than the probe's flush).  Every byte of real flash has
             # been overwritten already; write and verify the last pass again inside it.
-            kind = "wraparound" if image.aliases else (probe.kind or "unknown")
+            kind = capacity.verify_kind(bad, image.aliases, usable, probe.kind)
             log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
             usable = real - real % sector
             _set_capacity(rec, usable, kind, probe.seconds)
-            if cfg.job.counterfeit == "reject":
+            job.no_rescue = capacity.rescue_refusal(
+                cfg.job.counterfeit, usable, cfg.drives.min_size, unstable=probe.unstable
+            )
+            if cfg.job.counterfeit == "reject" or job.no_rescue:
                 payload = None
             image.close()
             image = _image_surface(job, rec, payload, usable, key, sector, log)
@@ -346,6 +358,11 @@ def _image_surface(
         # the drive is still wiped and verified; the job fails at the end with both sizes
         job.deferred = err
         log.warning("image.payload_too_large", error=err.message)
+        return fill
+    except UsageError as err:
+        # a capacity the filesystem cannot hold: wiped and verified all the same, then exit 5
+        job.deferred = volume_error(err, usable, cfg.job.filesystem, sector, job.device)
+        log.warning("image.volume_too_small", error=job.deferred.message)
         return fill
     rec["filesystem"] = {
         "type": plan.fs_type,
@@ -476,11 +493,8 @@ def _turned_read_only(dev: BlockDevice, offset: int) -> bool:
 def capacity_from_verify(
     bad: list[tuple[int, int]], aliases: list[tuple[int, int]], usable: int
 ) -> int | None:
-    """The real capacity the verify pass proves, when it is below ``usable``."""
-    periods = [written_for - read_at for read_at, written_for in aliases if written_for > read_at]
-    if periods:
-        return min(periods)
-    return lost_tail(bad, usable)
+    """The real capacity the verify pass proves, when it is below ``usable``; capacity.py."""
+    return capacity.capacity_from_verify(bad, aliases, usable)
 
 
 def _set_capacity(rec: dict[str, Any], usable: int, kind: str | None, seconds: float) -> None:
@@ -505,9 +519,10 @@ def _verdict(job: _Job, rec: dict[str, Any], bad: list[tuple[int, int]], path: s
             device=path,
             stage="verify",
         )
-    if cap["counterfeit"] and job.config.job.counterfeit == "reject":
+    if cap["counterfeit"] and (job.config.job.counterfeit == "reject" or job.no_rescue):
         raise CounterfeitError(
-            f"{cap['kind']}; its real capacity was wiped and verified",
+            f"{cap['kind']}; its real capacity was wiped and verified"
+            + (f"; {job.no_rescue}" if job.no_rescue else ""),
             device=path,
             announced=_size_text(cap["announced_bytes"]),
             usable=_size_text(cap["usable_bytes"]),

@@ -1,0 +1,185 @@
+"""The probe's I/O: keyed blocks, evictions, what a block read back says, and the drive's
+cache measured by eviction.
+
+A drive may answer a read from a cache instead of its flash: a cache of recent writes, or a
+controller that keeps the last writes past its real flash.  Neither can be seen by timing
+through every kind of bridge, but both by *eviction*: write a block at a position known to
+be past the real flash, read it (a cache returns it), then write more and more data past it
+and read it again; the amount after which the block reads wrong is the cache.  A read-back
+is trusted only after an eviction at least that large, written where it evicts (past the
+real flash, which is where a controller that keeps the last writes past it keeps them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..devices.blockdev import aligned_buffer
+from ..errors import DeviceIOError
+from ..pattern import SLACK, Pattern
+
+#: the eviction written before each read-back, at least (a cache measured as none)
+MIN_EVICT = 1 << 20
+#: the first step of the cache measurement; each next step writes as much as all before
+MEASURE_START = 256 << 10
+#: the largest cache the measurement looks for; the verify pass sees any larger one
+MEASURE_MAX = 1 << 30
+#: regions are written in pieces of this size (few large requests)
+PIECE = 4 << 20
+
+
+class Disk(Protocol):
+    """What the probe needs of a drive (``BlockDevice`` has it)."""
+
+    @property
+    def size(self) -> int: ...
+    def pread(self, buf: memoryview, offset: int) -> None: ...
+    def pwrite(self, buf: memoryview, offset: int) -> None: ...
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One block read back.  ``why``: io-error | dropped-zeros | dropped-ff | wraparound |
+    unknown (stale: an earlier write, the donor's data, garbage)."""
+
+    offset: int
+    good: bool
+    why: str | None = None
+    alias_of: int | None = None
+    #: the pattern a good block holds (to read it again later)
+    pattern: Pattern | None = None
+
+    @property
+    def boundary_at(self) -> int:
+        """The position this reading proves to be past the real flash: the higher of two
+        aliases (a block that reads what was written for a higher position is real flash
+        that a fake position's write landed on)."""
+        if self.alias_of is not None and self.alias_of > self.offset:
+            return self.alias_of
+        return self.offset
+
+    @property
+    def partner(self) -> int | None:
+        """For an alias, the lower (real) of the two positions."""
+        if self.alias_of is None:
+            return None
+        return min(self.offset, self.alias_of)
+
+
+class Prober:
+    """Writes, evicts and reads for the probe; counts the bytes."""
+
+    def __init__(self, disk: Disk, job_key: bytes, block: int = 4096) -> None:
+        self.disk = disk
+        self.job_key = job_key
+        self.announced = disk.size
+        self.block = block
+        self.buf = aligned_buffer(max(block, PIECE), SLACK + 4096)
+        self.view = memoryview(self.buf)
+        self.written = 0
+        self.read = 0
+        self.patterns: list[Pattern] = []
+
+    def pattern(self, purpose: str) -> Pattern:
+        pat = Pattern(self.job_key, purpose)
+        self.patterns.append(pat)
+        return pat
+
+    def write_block(self, pattern: Pattern, offset: int) -> bool:
+        pattern.fill(self.view, offset, self.block)
+        try:
+            self.disk.pwrite(self.view[: self.block], offset)
+        except DeviceIOError:
+            return False
+        self.written += self.block
+        return True
+
+    def write_region(self, pattern: Pattern, start: int, end: int) -> None:
+        """Keyed data over ``[start, end)``, in large pieces, lowest first."""
+        step = len(self.view) - SLACK - 4096
+        off = start
+        while off < end:
+            n = min(step, end - off)
+            pattern.fill(self.view, off, n)
+            try:
+                self.disk.pwrite(self.view[:n], off)
+            except DeviceIOError:
+                pass  # past the real flash of an I/O-error fake: the read-back says so
+            self.written += n
+            off += n
+
+    def classify(self, offset: int, own: Pattern) -> Reading:
+        """Read the block at ``offset`` and say what it holds."""
+        try:
+            self.disk.pread(self.view[: self.block], offset)
+        except DeviceIOError:
+            return Reading(offset, False, "io-error")
+        self.read += self.block
+        got = bytes(self.view[: self.block])
+        if got == own.bytes_at(offset, self.block):
+            return Reading(offset, True, pattern=own)
+        if got == bytes(self.block):
+            return Reading(offset, False, "dropped-zeros")
+        if got == b"\xff" * self.block:
+            return Reading(offset, False, "dropped-ff")
+        for pat in reversed(self.patterns):
+            src = pat.decode_offset(got)
+            if src is not None and src != offset:
+                return Reading(offset, False, "wraparound", src)
+        return Reading(offset, False, "unknown")
+
+    def recheck(self, offset: int, pattern: Pattern) -> Reading:
+        return self.classify(offset, pattern)
+
+    def run_round(
+        self,
+        rnd: int,
+        positions: list[int],
+        evict: tuple[int, int] | None,
+        *,
+        extra: list[int] | None = None,
+        recheck: list[tuple[int, Pattern]] | None = None,
+    ) -> list[Reading]:
+        """Write blocks at ``positions`` (highest first), write the eviction ``[start,
+        end)`` and flush, then read the blocks back; ``extra`` positions inside the
+        eviction are read back against it, and ``recheck`` blocks against what they held."""
+        own = self.pattern(f"probe-{rnd}")
+        failed = {p for p in sorted(positions, reverse=True) if not self.write_block(own, p)}
+        flush_pat = None
+        if evict is not None:
+            flush_pat = self.pattern(f"probe-evict-{rnd}")
+            self.write_region(flush_pat, *evict)
+        self.disk.flush()
+        readings = [
+            Reading(p, False, "io-error") if p in failed else self.classify(p, own)
+            for p in positions
+        ]
+        if flush_pat is not None and evict is not None:
+            readings += [self.classify(p, flush_pat) for p in extra or () if p >= evict[0]]
+        readings += [self.recheck(p, pat) for p, pat in recheck or ()]
+        return readings
+
+
+def measure_cache(pr: Prober, dead: int, room: int) -> int | None:
+    """The drive's cache, measured by eviction at ``dead`` (a block past the real flash),
+    with up to ``room`` bytes written above it: 0 when a fresh block there reads wrong at
+    once, else the eviction after which it reads wrong, or None if even ``room`` (at most
+    ``MEASURE_MAX``) did not evict it."""
+    own = pr.pattern("probe-measure")
+    if not pr.write_block(own, dead) or not pr.classify(dead, own).good:
+        return 0
+    evict = pr.pattern("probe-measure-evict")
+    limit = min(room, MEASURE_MAX)
+    limit -= limit % pr.block
+    total, step = 0, MEASURE_START
+    while total < limit:
+        n = min(step, limit - total)
+        end = pr.announced - total
+        pr.write_region(evict, end - n, end)  # from the top down, never below ``dead``
+        total += n
+        if not pr.classify(dead, own).good:
+            return total
+        step = total
+    return None
