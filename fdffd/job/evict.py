@@ -23,8 +23,8 @@ from ..pattern import SLACK, Pattern
 MIN_EVICT = 1 << 20
 #: the first step of the cache measurement; each next step writes as much as all before
 MEASURE_START = 256 << 10
-#: the largest cache the measurement looks for; the verify pass sees any larger one
-MEASURE_MAX = 1 << 30
+#: the largest cache the measurement looks for
+MEASURE_MAX = 256 << 20
 #: regions are written in pieces of this size (few large requests)
 PIECE = 4 << 20
 

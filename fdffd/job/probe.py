@@ -14,11 +14,13 @@ else (stale contents: an earlier write, the donor's data, garbage).
    (at most 1/8 of it), and then writes the top region as the eviction: on a fake the top
    is past the real flash, so this evicts both a cache of recent writes and a cache that
    keeps the last writes past the real flash.  Samples of the top region are read back too.
-2. A boundary seen through a cache is measured (``evict.measure_cache``): at a block known
-   to be past the real flash, fresh data is written and then more and more data past it
-   until the block reads wrong; that amount is the drive's cache, and later rounds write an
-   eviction of twice that (at least ``MIN_EVICT``) past the boundary, where it evicts what
-   the probe wrote.  Blocks read good before the measurement are read again after it.
+2. Where writes past the boundary are lost, the drive's cache is measured
+   (``evict.measure_cache``): at a block known to be past the real flash, fresh data is
+   written and then more and more data past it until the block reads wrong; that amount is
+   the drive's cache, and later rounds write an eviction that large (at least
+   ``MIN_EVICT``) past the boundary, where it evicts what the probe wrote.  Blocks read good
+   before the measurement are read again after it.  If nothing evicts it, the block is not
+   behind a cache but real flash now: the capacity moved (unstable).
 3. 16-way rounds narrow the boundary between the highest good and the lowest bad block
    down to one block.  For a wraparound fake the eviction goes to the start of the drive
    instead (inside what is proven real), since past the boundary it would land on real
@@ -58,10 +60,11 @@ FANOUT = 16
 ROUND0_LINEAR = 64
 #: blocks read back, spread, from a region written as an eviction
 SAMPLES = 16
-#: confirmations in a row that must find a boundary unchanged before it stands
-AGREE = 2
+#: confirmations in a row that must find a boundary unchanged before it stands (a drive
+#: whose writes past it are lost may move it; a wraparound cannot)
+AGREE = {"dead": 3, "alias": 2}
 #: confirmations at most; then the probe settles for the lowest answer seen
-CONFIRMATIONS = 5
+CONFIRMATIONS = 6
 
 
 @dataclass
@@ -179,6 +182,9 @@ class _Search:
             self.bad_lo, self.bad, self.kind = evidence.boundary_at, evidence, evidence.why
             if self.mode is None:
                 self.mode = "alias" if evidence.why == "wraparound" else "dead"
+            # what read good at or above the boundary came from a cache
+            self.good = {o: p for o, p in self.good.items() if o < self.bad_lo}
+            self.good_hi = min(self.good_hi, max(self.good, default=-self.block))
         for r in readings:
             if r.good and r.offset < self.bad_lo:
                 self.good_hi = max(self.good_hi, r.offset)
@@ -237,10 +243,11 @@ def probe_capacity(
         top = (a - flush, a)
         again = [(off, pat) for off, pat in sorted(s.good.items()) if off < top[0]]
         s.good = dict(again)
+        s.good_hi = max(s.good, default=-block)
         extra = region_samples(*top, block)
         s.apply(pr.run_round(rounds, [], top, extra=extra, recheck=again), fenced=top)
     if s.bad_lo < a:
-        _settle_cache(s)
+        _settle_cache(s, flush)
         rounds += _narrow(s)
     return ProbeResult(
         announced_bytes=a,
@@ -258,18 +265,29 @@ def probe_capacity(
     )
 
 
-def _settle_cache(s: _Search) -> None:
-    """After round 0 saw a boundary: in dead mode, measure the cache by eviction at it and
-    size later evictions from that; re-read the good blocks, which the measurement's writes
-    have pushed out of any cache.  Alias mode keeps the round-0 eviction size."""
+def _settle_cache(s: _Search, flush: int) -> None:
+    """After a boundary was seen where writes are lost (dead mode): measure the cache by
+    eviction at it and size later evictions from that (the measurement gives an upper
+    bound); re-read the good blocks, which its writes have pushed out of any cache.
+
+    A block that read wrong in round 0 but keeps a fresh write through every eviction the
+    measurement tries is not behind a cache (round 0 would have read it from there): the
+    drive's capacity moved.  Alias mode keeps the round-0 eviction size (a cache cannot
+    fake an alias)."""
     pr = s.pr
     if s.mode != "dead":
         return
-    room = pr.announced - (s.bad_lo + pr.block)
+    # Round 0 (or the top check) read the block wrong after at most ``flush`` bytes and
+    # the other blocks were written after it: a cache that outlasts twice that is no cache.
+    room = min(pr.announced - (s.bad_lo + pr.block), 2 * flush + MIN_EVICT)
     s.cache = measure_cache(pr, s.bad_lo, room)
-    measured = s.cache if s.cache is not None else room
-    s.evict = max(MIN_EVICT, 2 * measured)
-    if s.cache is None or s.cache > 0:
+    if s.cache is None:
+        s.unstable = True
+        s.boundaries.append(s.bad_lo)
+        s.evict = flush
+    else:
+        s.evict = max(MIN_EVICT, s.cache)
+    if s.cache != 0:
         _reread_good(s)
 
 
@@ -286,7 +304,9 @@ def _reread_good(s: _Search) -> None:
 
 def _narrow(s: _Search) -> int:
     """Bisect between the highest good and the lowest bad block; a boundary stands once
-    ``AGREE`` confirmations in a row find it unchanged (at most ``CONFIRMATIONS``)."""
+    ``AGREE`` confirmations in a row find it unchanged (at most ``CONFIRMATIONS``): a
+    capacity that moves at each cache flush shows within three rounds when it cycles
+    through three values."""
     pr = s.pr
     rounds = 0
     confirmations = agreed = 0
@@ -302,7 +322,7 @@ def _narrow(s: _Search) -> int:
         confirmations += 1
         rounds += 1
         agreed = agreed + 1 if _confirm(s, confirmations) else 0
-        if agreed >= AGREE:
+        if agreed >= AGREE.get(s.mode or "dead", 3):
             break
     return rounds
 
