@@ -26,7 +26,7 @@ KEY = b"k" * 32
 
 
 def _check(disk: MemDisk, flush: int = 8 * MiB) -> None:
-    res = probe_capacity(disk, KEY, flush_bytes=flush)
+    res = probe_capacity(disk, KEY, flush_bytes=flush, search_bytes=flush)
     if disk.kind == "honest":
         assert res.usable_bytes == disk.announced and not res.counterfeit
         return
@@ -157,13 +157,24 @@ def test_without_a_cache_the_later_evictions_are_small() -> None:
     assert res.bytes_written < FLUSH + 16 * MiB
 
 
-def test_a_cache_larger_than_the_flush_is_left_to_the_verify_pass() -> None:
-    """The documented bound: a cache keeping more than the probe ever writes past the real
-    flash hides it from the probe (the verify pass, which writes all of it, sees it)."""
-    spec = FakeSpec(256 * MiB, 64 * MiB, "drop-zeros", tail_cache_bytes=48 * MiB)
+@pytest.mark.parametrize("cache_mib", [48, 100])
+@pytest.mark.parametrize("tail", [True, False])
+def test_a_cache_larger_than_the_flush_is_found_by_the_top_check(
+    cache_mib: int, tail: bool
+) -> None:
+    """Standalone (search_bytes None) the top check writes up to half the drive, as f3probe
+    does, and finds caches that large; a job's probe (search_bytes = the flush) leaves them
+    to its verify pass; a cache above half the drive hides a fake from any probe."""
+    cache = cache_mib * MiB
+    kw = {"tail_cache_bytes": cache} if tail else {"cache_bytes": cache}
+    spec = FakeSpec(256 * MiB, 64 * MiB, "drop-zeros", **kw)  # type: ignore[arg-type]
+    res = _wild(spec)
+    assert res.cache_bytes is not None and cache <= res.cache_bytes
     with MediaDisk(spec) as disk:
-        res = probe_capacity(disk, KEY, flush_bytes=FLUSH)
-    assert not res.counterfeit
+        assert not probe_capacity(disk, KEY, flush_bytes=FLUSH, search_bytes=FLUSH).counterfeit
+    spec = FakeSpec(256 * MiB, 64 * MiB, "drop-zeros", tail_cache_bytes=150 * MiB)
+    with MediaDisk(spec) as disk:
+        assert not probe_capacity(disk, KEY, flush_bytes=FLUSH).counterfeit
 
 
 @pytest.mark.parametrize("stale", ["donor", "previous", "other-block"])

@@ -338,10 +338,12 @@ def test_teardown_kills_a_server_that_hangs_a_flush(fuse_support: None) -> None:
     with fake_drive(FakeSpec.honest(32 * MiB), stuck_after=1.0) as drive:
         assert drive.loop is not None
         disk, server = drive.loop.backing, drive.server
-        drive.kill_server(signal.SIGSTOP)
         fd = os.open(drive.path, os.O_WRONLY)  # buffered: the flush happens at the last close
         try:
+            # dirty the page cache while the server still answers: a buffered write after the
+            # stop could wait behind a reader (udev probing the new device) stuck on it
             os.pwrite(fd, pattern(0, 65536), 0)
+            drive.kill_server(signal.SIGSTOP)
         finally:
             os.close(fd)
         started = time.monotonic()

@@ -21,7 +21,7 @@ from ..pattern import SLACK, Pattern
 
 #: the eviction written before each read-back, at least (a cache measured as none)
 MIN_EVICT = 1 << 20
-#: the first step of the cache measurement; each next step writes as much as all before
+#: the first step of the cache measurement; each next step writes twice as much
 MEASURE_START = 256 << 10
 #: the largest cache the measurement looks for
 MEASURE_MAX = 256 << 20
@@ -165,21 +165,20 @@ class Prober:
 def measure_cache(pr: Prober, dead: int, room: int) -> int | None:
     """The drive's cache, measured by eviction at ``dead`` (a block past the real flash),
     with up to ``room`` bytes written above it: 0 when a fresh block there reads wrong at
-    once, else the eviction after which it reads wrong, or None if even ``room`` (at most
-    ``MEASURE_MAX``) did not evict it."""
+    once, else the eviction after which it reads wrong (the cache is more than half of
+    that, and at most that), or None if even ``room`` (at most ``MEASURE_MAX``) did not
+    evict it.  Each step writes all of its region, the top ``size`` bytes of the drive: a
+    cache that a read refreshes is evicted only by writes after the last read."""
     own = pr.pattern("probe-measure")
     if not pr.write_block(own, dead) or not pr.classify(dead, own).good:
         return 0
     evict = pr.pattern("probe-measure-evict")
     limit = min(room, MEASURE_MAX)
     limit -= limit % pr.block
-    total, step = 0, MEASURE_START
-    while total < limit:
-        n = min(step, limit - total)
-        end = pr.announced - total
-        pr.write_region(evict, end - n, end)  # from the top down, never below ``dead``
-        total += n
+    size = 0
+    while size < limit:
+        size = min(max(MEASURE_START, 2 * size), limit)
+        pr.write_region(evict, pr.announced - size, pr.announced)  # never below ``dead``
         if not pr.classify(dead, own).good:
-            return total
-        step = total
+            return size
     return None

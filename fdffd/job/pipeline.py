@@ -41,6 +41,7 @@ from .gate import evaluate
 from .image import ImageSurface
 from .probe import ProbeResult, probe_capacity
 from .smallvol import volume_error
+from .speed import RegionTimer, SpeedProfile, speed_profile
 from .surface import Digests, FillPlan, PassResult, merge_ranges, verify_pass, write_pass
 
 #: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
@@ -67,6 +68,8 @@ class _Job:
     deferred: FdffdError | None = None
     #: why a counterfeit may not be rescued (moving capacity, below min_size), or None
     no_rescue: str | None = None
+    #: write and read speed over the surface (for the record's ``speed`` block)
+    speed: SpeedProfile | None = None
 
     def stage(self, name: str, seconds: float, nbytes: int) -> None:
         self.stages.append({"name": name, "seconds": round(seconds, 3), "bytes": nbytes})
@@ -266,7 +269,11 @@ def _process(
     # probe -----------------------------------------------------------------------------
     dev.stage = "probe"
     _status(job, "probe", 0, dev.size)
-    probe: ProbeResult = probe_capacity(dev, key, flush_bytes=cfg.job.probe_cache_flush)
+    # with a verify pass (the final word on capacity) the probe's top check stays small
+    search = None if cfg.job.verify == "off" else cfg.job.probe_cache_flush
+    probe: ProbeResult = probe_capacity(
+        dev, key, flush_bytes=cfg.job.probe_cache_flush, search_bytes=search
+    )
     job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
     usable = probe.usable_bytes - probe.usable_bytes % sector
     _set_capacity(rec, usable, probe.kind, probe.seconds)
@@ -421,6 +428,7 @@ def _surface(
     written = 0
     bad: list[tuple[int, int]] = []
     digests = Digests(0, usable, chunk)
+    wtimer, rtimer = RegionTimer(0, usable), RegionTimer(0, usable)
     for i in range(first, passes):
         last = i == passes - 1
         name = "image" if last else f"wipe-{i + 1}"
@@ -437,6 +445,7 @@ def _surface(
                 sector=sector,
                 progress=_report(job, name, usable),
                 digests=digests if last else None,
+                timer=wtimer,
             )
         except DeviceIOError as err:
             offset = int(err.fields.get("offset") or 0)
@@ -464,12 +473,16 @@ def _surface(
             sector=sector,
             progress=_report(job, "verify", usable),
             digests=digests,
+            timer=rtimer,
         )
         job.stage("verify", vres.seconds, vres.bytes_done)
         rec["wipe"]["verified_bytes"] = vres.bytes_done
         rec["wipe"]["mismatched_bytes"] = vres.bad_bytes
         bad.extend(vres.bad_ranges)
         log.info("verify.done", seconds=round(vres.seconds, 2), mismatched=vres.bad_bytes)
+    job.speed = speed_profile(wtimer, rtimer)
+    if job.speed.cliff:
+        log.warning("speed.cliff", at=job.speed.cliff_at, write_mbps=job.speed.write_mbps)
     return written, merge_ranges(bad)
 
 

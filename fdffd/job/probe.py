@@ -10,10 +10,14 @@ pattern (decrypting a block names the offset it was written for: an alias), or a
 else (stale contents: an earlier write, the donor's data, garbage).
 
 1. Round 0 probes ~130 spread positions (a 64-point linear grid, the powers of two and
-   their neighbours, block 0) below the *top region*, the last ``flush_bytes`` of the drive
-   (at most 1/8 of it), and then writes the top region as the eviction: on a fake the top
-   is past the real flash, so this evicts both a cache of recent writes and a cache that
-   keeps the last writes past the real flash.  Samples of the top region are read back too.
+   their neighbours, the last block) above the *start region*, the first ``flush_bytes``
+   of the drive (at most 1/8 of it), then writes the start region as the eviction (a
+   wraparound position just above the real capacity lands on it) and reads the blocks and
+   samples of the start region back.  If nothing read bad, the *top check* writes the top
+   of the drive, from the top down (``flush_bytes``, then up to ``search_bytes``): on a
+   fake that is past the real flash, so it evicts a cache of recent writes and a cache that
+   keeps the last writes past the real flash, and it reads samples of the top and the good
+   blocks again.
 2. Where writes past the boundary are lost, the drive's cache is measured
    (``evict.measure_cache``): at a block known to be past the real flash, fresh data is
    written and then more and more data past it until the block reads wrong; that amount is
@@ -60,6 +64,8 @@ FANOUT = 16
 ROUND0_LINEAR = 64
 #: blocks read back, spread, from a region written as an eviction
 SAMPLES = 16
+#: the most the top check writes before it calls a drive honest (f3probe's cache bound)
+SEARCH_MAX = 1 << 30
 #: confirmations in a row that must find a boundary unchanged before it stands (a drive
 #: whose writes past it are lost may move it; a wraparound cannot)
 AGREE = {"dead": 3, "alias": 2}
@@ -157,6 +163,7 @@ class _Search:
         self.evict = 0
         self.cache: int | None = None
         self.clobbered = 0  # blocks below this were overwritten by an eviction (alias mode)
+        self.evicted = 0  # the eviction before the read-back that showed the boundary
 
     def apply(self, readings: list[Reading], *, fenced: tuple[int, int] = (0, 0)) -> None:
         """Take a round's readings as evidence.  A failing block counts as a boundary only
@@ -216,14 +223,20 @@ def probe_capacity(
     job_key: bytes,
     *,
     flush_bytes: int = 32 << 20,
+    search_bytes: int | None = None,
 ) -> ProbeResult:
-    """Find the real capacity of ``disk`` (destroys data at the probed positions)."""
+    """Find the real capacity of ``disk`` (destroys data at the probed positions).
+
+    ``search_bytes``: how much the top check may write, at most, before it calls a drive
+    that showed nothing honest (None: half the drive, at most ``SEARCH_MAX``, as f3probe
+    does).  A cache larger than that hides a fake from the probe; a job, whose verify pass
+    sees any cache smaller than the missing capacity, passes the flush size."""
     started = time.monotonic()
     pr = Prober(disk, job_key)
     s = _Search(pr)
     block, a = pr.block, pr.announced
     flush = max(block, _align_down(min(flush_bytes, a // 8), block))
-    s.evict = flush
+    s.evict = s.evicted = flush
 
     # Round 0: spread blocks, then the start region as eviction; read back blocks and samples.
     positions = round0_positions(a, flush, block)
@@ -238,14 +251,8 @@ def probe_capacity(
         )
     rounds = 1
     if s.bad_lo >= a:
-        # Nothing bad: evict past where a fake's real flash would end, and look again.
-        rounds += 1
-        top = (a - flush, a)
-        again = [(off, pat) for off, pat in sorted(s.good.items()) if off < top[0]]
-        s.good = dict(again)
-        s.good_hi = max(s.good, default=-block)
-        extra = region_samples(*top, block)
-        s.apply(pr.run_round(rounds, [], top, extra=extra, recheck=again), fenced=top)
+        search = min(a // 2, SEARCH_MAX) if search_bytes is None else search_bytes
+        rounds += _top_check(s, flush, max(flush, _align_down(min(search, a // 2), block)))
     if s.bad_lo < a:
         _settle_cache(s, flush)
         rounds += _narrow(s)
@@ -265,6 +272,30 @@ def probe_capacity(
     )
 
 
+def _top_check(s: _Search, flush: int, search: int) -> int:
+    """Nothing bad so far: write the top of the drive, where a fake's real flash would have
+    ended (``flush`` bytes, then ``search``), and after each step read samples of it and the
+    good blocks again.  Each step writes all of its region: a cache that a read refreshes
+    must be evicted by the writes after the last read.  Returns the rounds it took."""
+    pr, b, a = s.pr, s.block, s.pr.announced
+    rounds = 0
+    for size in sorted({flush, search}):
+        rounds += 1
+        start = a - size
+        pat = pr.pattern(f"probe-top-{size}")
+        pr.write_region(pat, start, a)
+        pr.disk.flush()
+        s.good = {o: p for o, p in s.good.items() if o < start}
+        s.good_hi = max(s.good, default=-b)
+        readings = [pr.recheck(o, p) for o, p in sorted(s.good.items())]
+        readings += [pr.classify(o, pat) for o in region_samples(start, a, b)]
+        s.apply(readings, fenced=(start, a))
+        s.evicted = size
+        if s.bad_lo < a:
+            break
+    return rounds
+
+
 def _settle_cache(s: _Search, flush: int) -> None:
     """After a boundary was seen where writes are lost (dead mode): measure the cache by
     eviction at it and size later evictions from that (the measurement gives an upper
@@ -277,9 +308,10 @@ def _settle_cache(s: _Search, flush: int) -> None:
     pr = s.pr
     if s.mode != "dead":
         return
-    # Round 0 (or the top check) read the block wrong after at most ``flush`` bytes and
-    # the other blocks were written after it: a cache that outlasts twice that is no cache.
-    room = min(pr.announced - (s.bad_lo + pr.block), 2 * flush + MIN_EVICT)
+    # Round 0 (or the top check) read the block wrong after an eviction of ``s.evicted``
+    # bytes and the other blocks written after it: a cache that outlasts twice that is no
+    # cache.
+    room = min(pr.announced - (s.bad_lo + pr.block), 2 * s.evicted + MIN_EVICT)
     s.cache = measure_cache(pr, s.bad_lo, room)
     if s.cache is None:
         s.unstable = True

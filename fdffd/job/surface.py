@@ -60,6 +60,13 @@ class Plan(Protocol):
         ...
 
 
+class Timer(Protocol):
+    """Told when a pass starts and as each chunk completes, in order (``job/speed.py``)."""
+
+    def start(self) -> None: ...
+    def done(self, offset: int, length: int) -> None: ...
+
+
 class Disk(Protocol):
     path: str
 
@@ -324,6 +331,7 @@ def write_pass(
     bad_limit: int = 64 << 20,
     digests: Digests | None = None,
     inflight: int | None = None,
+    timer: Timer | None = None,
 ) -> PassResult:
     """Write ``plan`` over ``[start, end)`` and flush the drive's cache.
 
@@ -335,6 +343,8 @@ def write_pass(
     inflight = inflight or INFLIGHT
     chunks = list(_chunks(start, end, chunk))
     t0 = time.monotonic()
+    if timer is not None:
+        timer.start()
 
     def render(buf: memoryview, off: int, n: int) -> object:
         plan.render(buf, off, n)
@@ -344,7 +354,10 @@ def write_pass(
 
     def finish(item: Pending) -> None:
         fut, buf, note, off, n = item
-        if fut.result() is None:
+        failed = fut.result()
+        if timer is not None:
+            timer.done(off, n)
+        if failed is None:
             budget.dead_chunks = 0
         else:
             result.bad_ranges.extend(_split_io(disk.pwrite, buf, off, n, sector, budget, stage))
@@ -388,6 +401,7 @@ def verify_pass(
     bad_limit: int = 64 << 20,
     digests: Digests | None = None,
     inflight: int | None = None,
+    timer: Timer | None = None,
 ) -> PassResult:
     """Read ``[start, end)`` back and compare every byte with ``plan``.
 
@@ -404,6 +418,8 @@ def verify_pass(
     chunks = list(_chunks(start, end, chunk))
     scratch: list[memoryview] = []
     t0 = time.monotonic()
+    if timer is not None:
+        timer.start()
 
     def check(got: memoryview, lost: list[tuple[int, int]], off: int, n: int) -> None:
         if expecter is not None:
@@ -447,6 +463,8 @@ def verify_pass(
             while pending:
                 fut, buf, off, n = pending.popleft()
                 failed = fut.result()
+                if timer is not None:
+                    timer.done(off, n)
                 submit_next()  # keep the drive busy while this chunk is checked
                 if failed is None:
                     budget.dead_chunks = 0
