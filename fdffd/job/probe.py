@@ -62,6 +62,8 @@ __all__ = [
 PROBE_BLOCK = 4096
 FANOUT = 16
 ROUND0_LINEAR = 64
+#: the start region written in round 0 is at least this (or the flush, if smaller)
+START_MIN = 4 << 20
 #: blocks read back, spread, from a region written as an eviction
 SAMPLES = 16
 #: the most the top check writes before it calls a drive honest (f3probe's cache bound)
@@ -237,11 +239,16 @@ def probe_capacity(
     block, a = pr.block, pr.announced
     flush = max(block, _align_down(min(flush_bytes, a // 8), block))
     s.evict = s.evicted = flush
+    # The start region need not be larger than the grid's spacing (an alias just above a
+    # period is exposed within it); a cache it leaves is found by the measurement or the
+    # top check, which writes the whole flush.
+    start = max(block, _align_down(min(flush, max(a // ROUND0_LINEAR, START_MIN)), block))
 
     # Round 0: spread blocks, then the start region as eviction; read back blocks and samples.
-    positions = round0_positions(a, flush, block)
-    samples = region_samples(0, flush, block)
-    s.apply(pr.run_round(0, positions, (0, flush), extra=samples), fenced=(0, flush))
+    positions = round0_positions(a, start, block)
+    samples = region_samples(0, start, block)
+    s.apply(pr.run_round(0, positions, (0, start), extra=samples), fenced=(0, start))
+    s.evicted = start
     if s.good_hi < 0 and s.bad_lo <= block:
         raise DeviceIOError(
             "the drive keeps no data at all (every probe block fails)",
