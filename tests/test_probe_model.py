@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -192,7 +194,13 @@ def test_stale_data_past_the_flash_is_not_taken_for_storage(stale: str) -> None:
 
 @pytest.mark.parametrize(
     "moving",
-    [(64, 96, 160), (160, 64, 96), (96, 160, 64), (200, 130, 64), (64, 250)],
+    [
+        *itertools.permutations((64, 96, 160)),
+        *itertools.permutations((64, 130, 250)),
+        (64, 250),
+        (250, 64),
+        (64, 68, 72),
+    ],
 )
 def test_a_capacity_that_moves_between_rounds_is_unstable(moving: tuple[int, ...]) -> None:
     """A drive whose answer changes with each cache flush: the probe confirms its boundary

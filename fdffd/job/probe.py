@@ -72,7 +72,9 @@ SEARCH_MAX = 1 << 30
 #: whose writes past it are lost may move it; a wraparound cannot)
 AGREE = {"dead": 3, "alias": 2}
 #: confirmations at most; then the probe settles for the lowest answer seen
-CONFIRMATIONS = 6
+CONFIRMATIONS = 8
+#: good blocks a confirmation reads again (spread over those proven so far)
+RECHECKS = 12
 
 
 @dataclass
@@ -372,7 +374,7 @@ def _confirm(s: _Search, n: int) -> bool:
     pr, b = s.pr, s.block
     hi, lo = s.good_hi, s.bad_lo
     region = s.evict_region()  # first: it drops the good blocks it will overwrite
-    fresh = {hi} | {_align_down(hi * i // 8, b) for i in range(1, 8)}
+    fresh = {hi} | {_align_down(hi * i // 4, b) for i in range(1, 4)}
     fresh = {p for p in fresh if s.clobbered <= p < lo}
     partner = s.bad.partner if s.bad is not None else None
     fresh.add(lo)
@@ -385,7 +387,7 @@ def _confirm(s: _Search, n: int) -> bool:
     for p in fresh:
         s.good.pop(p, None)  # overwritten now
     old = [(off, pat) for off, pat in sorted(s.good.items()) if s.clobbered <= off < lo]
-    old = old[:: max(1, len(old) // 32)]
+    old = old[:: max(1, len(old) // RECHECKS)]
     readings = pr.run_round(1000 + n, sorted(fresh), region, recheck=old)
     below = [r for r in readings if r.offset < lo and r.offset != partner]
     at_lo = [r for r in readings if r.offset == lo]
@@ -393,10 +395,20 @@ def _confirm(s: _Search, n: int) -> bool:
     for r in below:
         if r.good and r.pattern is not None:
             s.good[r.offset] = r.pattern
-    if all(r.good for r in below) and not any(r.good for r in at_lo):
+    below_ok = all(r.good for r in below)
+    lo_ok = not any(r.good for r in at_lo)
+    if lo_ok and s.mode == "dead" and s.cache == 0:
+        # No cache: a block at the boundary written and read with no flush between must read
+        # wrong too (a drive whose capacity moves at each flush shows it here, whatever its
+        # phase).
+        now = pr.pattern(f"probe-now-{n}")
+        lo_ok = not (pr.write_block(now, lo) and pr.classify(lo, now).good)
+    if below_ok and s.unstable:
+        return True  # a moving drive: only what it keeps below the boundary counts now
+    if below_ok and lo_ok:
         if s.mode != "dead" or not any(r.good for r in above):
             return True
-        if not s.unstable and all(r.good for r in above):
+        if all(r.good for r in above):
             return _isolated(s, readings)
     # The answer changed: keep the lowest, and search again below it.
     s.unstable = True
