@@ -182,3 +182,26 @@ def measure_cache(pr: Prober, dead: int, room: int) -> int | None:
         if not pr.classify(dead, own).good:
             return size
     return None
+
+
+def measure_alias_cache(pr: Prober, fake: int, real: int, limit: int) -> int | None:
+    """The cache in front of a drive whose writes at ``fake`` land on ``real`` (a
+    wraparound): write ``fake``, then ``real`` (the lower, last), and read ``fake``: it
+    reads ``real``'s block unless a cache still holds its own write.  Then growing regions
+    are written at the start of the drive (``[0, size)``, at most ``limit``: proven real
+    flash) until it does.  0, the eviction that did it, or None."""
+    own = pr.pattern("probe-measure")
+    other = pr.pattern("probe-measure-real")
+    if not (pr.write_block(own, fake) and pr.write_block(other, real)):
+        return 0
+    if not pr.classify(fake, own).good:
+        return 0
+    evict = pr.pattern("probe-measure-evict")
+    limit -= limit % pr.block
+    size = 0
+    while size < limit:
+        size = min(max(MEASURE_START, 2 * size), limit)
+        pr.write_region(evict, 0, size)
+        if not pr.classify(fake, own).good:
+            return size
+    return None

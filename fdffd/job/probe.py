@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DeviceIOError
 from ..pattern import Pattern
-from .evict import MIN_EVICT, Disk, Prober, Reading, measure_cache
+from .evict import MIN_EVICT, Disk, Prober, Reading, measure_alias_cache, measure_cache
 
 __all__ = [
     "PROBE_BLOCK",
@@ -210,7 +210,9 @@ class _Search:
         real flash)."""
         a, b = self.pr.announced, self.block
         if self.mode == "alias":
-            end = _align_down(min(self.evict, max(0, self.good_hi + b)), b)
+            # at least the window: a fake position in it lands below its width
+            size = max(self.evict, self.bad_lo - self.good_hi)
+            end = _align_down(min(size, max(0, self.good_hi + b)), b)
             self.clobbered = max(self.clobbered, end)
             region = (0, end)
         else:
@@ -306,28 +308,35 @@ def _top_check(s: _Search, flush: int, search: int) -> int:
 
 
 def _settle_cache(s: _Search, flush: int) -> None:
-    """After a boundary was seen where writes are lost (dead mode): measure the cache by
-    eviction at it and size later evictions from that (the measurement gives an upper
-    bound); re-read the good blocks, which its writes have pushed out of any cache.
+    """After round 0 (or the top check) saw a boundary: measure the cache by eviction at it
+    and size later evictions from that (the measurement gives an upper bound); re-read the
+    good blocks, which its writes have pushed out of any cache.
 
-    A block that read wrong in round 0 but keeps a fresh write through every eviction the
-    measurement tries is not behind a cache (round 0 would have read it from there): the
-    drive's capacity moved.  Alias mode keeps the round-0 eviction size (a cache cannot
-    fake an alias)."""
-    pr = s.pr
-    if s.mode != "dead":
-        return
+    Where writes past the boundary are lost (dead mode) the measurement writes past it; a
+    block that read wrong before but keeps a fresh write through every eviction tried is
+    not behind a cache (the earlier read would have come from there): the drive's capacity
+    moved.  For a wraparound (alias mode) it writes at the start of the drive, in what is
+    proven real, and a cache it cannot evict leaves the eviction at the flush."""
+    pr, b = s.pr, s.block
     # Round 0 (or the top check) read the block wrong after an eviction of ``s.evicted``
     # bytes and the other blocks written after it: a cache that outlasts twice that is no
     # cache.
-    room = min(pr.announced - (s.bad_lo + pr.block), 2 * s.evicted + MIN_EVICT)
-    s.cache = measure_cache(pr, s.bad_lo, room)
-    if s.cache is None:
-        s.unstable = True
-        s.boundaries.append(s.bad_lo)
-        s.evict = flush
+    bound = 2 * s.evicted + MIN_EVICT
+    if s.mode == "dead":
+        room = min(pr.announced - (s.bad_lo + b), bound)
+        s.cache = measure_cache(pr, s.bad_lo, room)
+        if s.cache is None:
+            s.unstable = True
+            s.boundaries.append(s.bad_lo)
     else:
-        s.evict = max(MIN_EVICT, s.cache)
+        partner = s.bad.partner if s.bad is not None else None
+        if partner is None or partner == s.bad_lo:
+            return
+        room = min(max(0, s.good_hi + b), bound)
+        s.clobbered = max(s.clobbered, room)
+        s.cache = measure_alias_cache(pr, s.bad_lo, partner, room)
+        s.good = {o: p for o, p in s.good.items() if o >= room}
+    s.evict = flush if s.cache is None else max(MIN_EVICT, s.cache)
     if s.cache != 0:
         _reread_good(s)
 
