@@ -27,6 +27,8 @@ MEASURE_START = 256 << 10
 MEASURE_MAX = 256 << 20
 #: regions are written in pieces of this size (few large requests)
 PIECE = 4 << 20
+#: consecutive probe blocks go in one request, this many at most
+RUN = 16
 
 
 class Disk(Protocol):
@@ -112,12 +114,30 @@ class Prober:
 
     def classify(self, offset: int, own: Pattern) -> Reading:
         """Read the block at ``offset`` and say what it holds."""
+        return self.classify_run(offset, [own])[0]
+
+    def classify_run(self, start: int, owns: list[Pattern]) -> list[Reading]:
+        """Read ``len(owns)`` consecutive blocks from ``start`` in one request (block by
+        block if it fails) and say what each holds against its own pattern."""
+        n = len(owns) * self.block
         try:
-            self.disk.pread(self.view[: self.block], offset)
+            self.disk.pread(self.view[:n], start)
         except DeviceIOError:
-            return Reading(offset, False, "io-error")
-        self.read += self.block
-        got = bytes(self.view[: self.block])
+            if len(owns) == 1:
+                return [Reading(start, False, "io-error")]
+            return [
+                r
+                for i, o in enumerate(owns)
+                for r in self.classify_run(start + i * self.block, [o])
+            ]
+        self.read += n
+        data = bytes(self.view[:n])
+        b = self.block
+        return [
+            self._judge(start + i * b, data[i * b : (i + 1) * b], o) for i, o in enumerate(owns)
+        ]
+
+    def _judge(self, offset: int, got: bytes, own: Pattern) -> Reading:
         if got == own.bytes_at(offset, self.block):
             return Reading(offset, True, pattern=own)
         if got == bytes(self.block):
@@ -130,55 +150,92 @@ class Prober:
                 return Reading(offset, False, "wraparound", src)
         return Reading(offset, False, "unknown")
 
-    def recheck(self, offset: int, pattern: Pattern) -> Reading:
-        return self.classify(offset, pattern)
+    def classify_many(self, items: list[tuple[int, Pattern]]) -> list[Reading]:
+        """``classify`` for many blocks, consecutive ones read in one request."""
+        out: list[Reading] = []
+        for run in _runs(sorted(items, key=lambda it: it[0]), self.block):
+            out += self.classify_run(run[0][0], [pat for _, pat in run])
+        return out
+
+    def write_blocks(self, pattern: Pattern, positions: list[int]) -> set[int]:
+        """Write blocks at ``positions``, highest first (so that of two positions on the
+        same flash the lower, the real one, is written last), consecutive ones in one
+        request; returns the positions whose write failed."""
+        failed: set[int] = set()
+        runs = _runs([(p, pattern) for p in sorted(set(positions))], self.block)
+        for run in reversed(runs):
+            start, n = run[0][0], len(run) * self.block
+            pattern.fill(self.view, start, n)
+            try:
+                self.disk.pwrite(self.view[:n], start)
+                self.written += n
+            except DeviceIOError:
+                failed |= {p for p, _ in run if not self.write_block(pattern, p)}
+        return failed
 
     def run_round(
         self,
         rnd: int,
         positions: list[int],
-        evict: tuple[int, int] | None,
+        evict: list[tuple[int, int]],
         *,
         extra: list[int] | None = None,
         recheck: list[tuple[int, Pattern]] | None = None,
     ) -> list[Reading]:
-        """Write blocks at ``positions`` (highest first), write the eviction ``[start,
-        end)`` and flush, then read the blocks back; ``extra`` positions inside the
-        eviction are read back against it, and ``recheck`` blocks against what they held."""
+        """Write blocks at ``positions`` (highest first), write the eviction (its regions
+        ``[start, end)``) and flush, then read the blocks back; ``extra`` positions inside
+        the eviction are read back against it, and ``recheck`` blocks against what they
+        held."""
         own = self.pattern(f"probe-{rnd}")
-        failed = {p for p in sorted(positions, reverse=True) if not self.write_block(own, p)}
-        flush_pat = None
-        if evict is not None:
+        failed = self.write_blocks(own, positions)
+        asked = [(p, own) for p in positions if p not in failed]
+        if evict:
             flush_pat = self.pattern(f"probe-evict-{rnd}")
-            self.write_region(flush_pat, *evict)
+            for start, end in evict:
+                self.write_region(flush_pat, start, end)
+            asked += [(p, flush_pat) for p in extra or () if any(a <= p < b for a, b in evict)]
         self.disk.flush()
-        readings = [
-            Reading(p, False, "io-error") if p in failed else self.classify(p, own)
-            for p in positions
-        ]
-        if flush_pat is not None and evict is not None:
-            readings += [self.classify(p, flush_pat) for p in extra or () if p >= evict[0]]
-        readings += [self.recheck(p, pat) for p, pat in recheck or ()]
-        return readings
+        asked += [(p, pat) for p, pat in recheck or () if p not in positions]
+        readings = [Reading(p, False, "io-error") for p in sorted(failed)]
+        return readings + self.classify_many(asked)
 
 
-def measure_cache(pr: Prober, dead: int, room: int) -> int | None:
-    """The drive's cache, measured by eviction at ``dead`` (a block past the real flash),
-    with up to ``room`` bytes written above it: 0 when a fresh block there reads wrong at
-    once, else the eviction after which it reads wrong (the cache is more than half of
-    that, and at most that), or None if even ``room`` (at most ``MEASURE_MAX``) did not
-    evict it.  Each step writes all of its region, the top ``size`` bytes of the drive: a
-    cache that a read refreshes is evicted only by writes after the last read."""
+def _runs(items: list[tuple[int, Pattern]], block: int) -> list[list[tuple[int, Pattern]]]:
+    """Sorted ``(offset, pattern)`` items cut into runs of consecutive blocks (at most
+    ``RUN`` each; one position once)."""
+    runs: list[list[tuple[int, Pattern]]] = []
+    for off, pat in items:
+        if runs and off == runs[-1][-1][0]:
+            continue
+        if runs and off == runs[-1][-1][0] + block and len(runs[-1]) < RUN:
+            runs[-1].append((off, pat))
+        else:
+            runs.append([(off, pat)])
+    return runs
+
+
+def measure_cache(pr: Prober, dead: int, above: int, below: int = 0) -> int | None:
+    """The drive's cache, measured by eviction at ``dead`` (a block past the real flash):
+    0 when a fresh block there reads wrong at once, else the eviction after which it reads
+    wrong (the cache is more than half of that, and at most that), or None if even all the
+    room did not evict it.  Each step writes the top ``size`` bytes of the drive, up to
+    ``above`` (all above ``dead``), and the rest at its start, up to ``below`` (proven real
+    flash, where only a cache of recent writes is evicted); all of a step's region each
+    time: a cache that a read refreshes is evicted only by writes after the last read."""
     own = pr.pattern("probe-measure")
     if not pr.write_block(own, dead) or not pr.classify(dead, own).good:
         return 0
     evict = pr.pattern("probe-measure-evict")
-    limit = min(room, MEASURE_MAX)
-    limit -= limit % pr.block
+    above -= above % pr.block
+    below -= below % pr.block
+    limit = min(above + below, MEASURE_MAX)
     size = 0
     while size < limit:
         size = min(max(MEASURE_START, 2 * size), limit)
-        pr.write_region(evict, pr.announced - size, pr.announced)  # never below ``dead``
+        top = min(size, above)
+        pr.write_region(evict, pr.announced - top, pr.announced)  # never below ``dead``
+        if size > top:
+            pr.write_region(evict, 0, size - top)
         if not pr.classify(dead, own).good:
             return size
     return None

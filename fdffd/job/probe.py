@@ -73,6 +73,9 @@ SEARCH_MAX = 1 << 30
 AGREE = {"dead": 3, "alias": 2}
 #: confirmations at most; then the probe settles for the lowest answer seen
 CONFIRMATIONS = 8
+#: rounds in a row that learn nothing before the probe stops (every block clobbered: a
+#: wraparound whose cache is as large as its real flash; the verify pass sees it)
+STALLS = 3
 #: good blocks a confirmation reads again (spread over those proven so far)
 RECHECKS = 12
 
@@ -174,7 +177,7 @@ class _Search:
         if no block above it read good in the same round (else it is a suspect: bad
         flash?); an alias always counts, at the higher of its two positions.  Good blocks
         in the region just written as eviction (``fenced``) may come from a cache: they
-        never make a failing block below them look isolated."""
+        prove nothing, and never make a failing block below them look isolated."""
         lo, hi = fenced
         highest_good = max(
             (r.offset for r in readings if r.good and not lo <= r.offset < hi), default=-1
@@ -197,31 +200,41 @@ class _Search:
             self.good = {o: p for o, p in self.good.items() if o < self.bad_lo}
             self.good_hi = min(self.good_hi, max(self.good, default=-self.block))
         for r in readings:
-            if r.good and r.offset < self.bad_lo:
+            # a good block in the eviction just written may be the cache's: no proof
+            if r.good and r.offset < self.bad_lo and not lo <= r.offset < hi:
                 self.good_hi = max(self.good_hi, r.offset)
                 if r.pattern is not None:
                     self.good[r.offset] = r.pattern
 
     # -- the eviction before a read-back ------------------------------------------------
 
-    def evict_region(self) -> tuple[int, int] | None:
+    def evict_region(self) -> list[tuple[int, int]]:
         """Where this round's eviction goes: past the boundary (dead mode), or inside the
         proven-real start of the drive (alias mode: past the boundary it would land on
-        real flash)."""
+        real flash).  In dead mode, what does not fit past the boundary goes to the start
+        of the drive too (it evicts a cache of recent writes; a cache of the last writes
+        past the flash cannot be larger than the room past it)."""
         a, b = self.pr.announced, self.block
+        regions: list[tuple[int, int]] = []
+        short = self.evict
+        if self.mode != "alias":
+            lower = self.bad_lo + b if self.bad_lo < a else 0
+            above = (max(lower, _align_down(a - self.evict, b)), a)
+            if above[0] < above[1]:
+                regions.append(above)
+                short -= above[1] - above[0]
         if self.mode == "alias":
             # at least the window: a fake position in it lands below its width
-            size = max(self.evict, self.bad_lo - self.good_hi)
-            end = _align_down(min(size, max(0, self.good_hi + b)), b)
-            self.clobbered = max(self.clobbered, end)
-            region = (0, end)
-        else:
-            lower = self.bad_lo + b if self.bad_lo < a else 0
-            region = (max(lower, _align_down(a - self.evict, b)), a)
-        if region[0] >= region[1]:
-            return None
-        self.good = {o: p for o, p in self.good.items() if not region[0] <= o < region[1]}
-        return region
+            short = max(self.evict, self.bad_lo - self.good_hi)
+        if short > 0 and self.bad_lo < a:
+            end = _align_down(min(short, max(0, self.good_hi + b)), b)
+            if end > 0:
+                self.clobbered = max(self.clobbered, end)
+                regions.append((0, end))
+        self.good = {
+            o: p for o, p in self.good.items() if not any(lo <= o < hi for lo, hi in regions)
+        }
+        return regions
 
 
 def probe_capacity(
@@ -248,10 +261,7 @@ def probe_capacity(
     # top check, which writes the whole flush.
     start = max(block, _align_down(min(flush, max(a // ROUND0_LINEAR, START_MIN)), block))
 
-    # Round 0: spread blocks, then the start region as eviction; read back blocks and samples.
-    positions = round0_positions(a, start, block)
-    samples = region_samples(0, start, block)
-    s.apply(pr.run_round(0, positions, (0, start), extra=samples), fenced=(0, start))
+    _round0(s, 0, start, [])
     s.evicted = start
     if s.good_hi < 0 and s.bad_lo <= block:
         raise DeviceIOError(
@@ -298,8 +308,8 @@ def _top_check(s: _Search, flush: int, search: int) -> int:
         pr.disk.flush()
         s.good = {o: p for o, p in s.good.items() if o < start}
         s.good_hi = max(s.good, default=-b)
-        readings = [pr.recheck(o, p) for o, p in sorted(s.good.items())]
-        readings += [pr.classify(o, pat) for o in region_samples(start, a, b)]
+        asked = sorted(s.good.items()) + [(o, pat) for o in region_samples(start, a, b)]
+        readings = pr.classify_many(asked)
         s.apply(readings, fenced=(start, a))
         s.evicted = size
         if s.bad_lo < a:
@@ -323,9 +333,13 @@ def _settle_cache(s: _Search, flush: int) -> None:
     # cache.
     bound = 2 * s.evicted + MIN_EVICT
     if s.mode == "dead":
-        room = min(pr.announced - (s.bad_lo + b), bound)
-        s.cache = measure_cache(pr, s.bad_lo, room)
-        if s.cache is None:
+        above = min(pr.announced - (s.bad_lo + b), bound)
+        below = max(0, min(bound - above, s.good_hi + b))
+        s.clobbered = max(s.clobbered, below)
+        s.good = {o: p for o, p in s.good.items() if o >= below}
+        s.cache = measure_cache(pr, s.bad_lo, above, below)
+        if s.cache is None and above >= bound:
+            # all of it past the boundary, where any cache of it is evicted
             s.unstable = True
             s.boundaries.append(s.bad_lo)
     else:
@@ -338,18 +352,21 @@ def _settle_cache(s: _Search, flush: int) -> None:
         s.good = {o: p for o, p in s.good.items() if o >= room}
     s.evict = flush if s.cache is None else max(MIN_EVICT, s.cache)
     if s.cache != 0:
-        _reread_good(s)
+        # What read good may have come from the cache, and the measurement wrote over the
+        # start: probe again below the boundary, behind an eviction the cache's size.
+        s.good, s.good_hi, s.clobbered = {}, -b, 0
+        start = _align_down(min(pr.announced // 8, max(flush, s.evict)), b)
+        past = [] if s.mode == "alias" else s.evict_region()
+        _round0(s, 500, start, past)
 
 
-def _reread_good(s: _Search) -> None:
-    """Read the good blocks again without rewriting them and take the answers as a round."""
-    pr = s.pr
-    again = [pr.recheck(off, pat) for off, pat in sorted(s.good.items())]
-    if all(r.good for r in again):
-        return
-    s.good.clear()
-    s.good_hi = -pr.block
-    s.apply(again)
+def _round0(s: _Search, rnd: int, start: int, evict: list[tuple[int, int]]) -> None:
+    """Spread blocks below the boundary, then ``evict`` and the start region ``[0, start)``
+    as eviction; read back the blocks and samples of the start region."""
+    pr, b = s.pr, s.block
+    positions = [p for p in round0_positions(pr.announced, start, b) if p < s.bad_lo]
+    readings = pr.run_round(rnd, positions, [*evict, (0, start)], extra=region_samples(0, start, b))
+    s.apply(readings, fenced=(0, start))
 
 
 def _narrow(s: _Search) -> int:
@@ -360,11 +377,14 @@ def _narrow(s: _Search) -> int:
     pr = s.pr
     rounds = 0
     confirmations = agreed = 0
-    while s.bad_lo < pr.announced:
+    stalled = 0
+    while s.bad_lo < pr.announced and stalled < STALLS:
         positions = inner_positions(s.good_hi, s.bad_lo, pr.block)
         if positions:
             rounds += 1
+            before = (s.good_hi, s.bad_lo)
             s.apply(pr.run_round(rounds, positions, s.evict_region()))
+            stalled = stalled + 1 if (s.good_hi, s.bad_lo) == before else 0
             agreed = 0
             continue
         if confirmations >= CONFIRMATIONS:
