@@ -392,7 +392,11 @@ def _narrow(s: _Search) -> int:
         confirmations += 1
         rounds += 1
         agreed = agreed + 1 if _confirm(s, confirmations) else 0
-        if agreed >= AGREE.get(s.mode or "dead", 3):
+        # with no cache each confirmation also reads the boundary with no flush between:
+        # two in a row see two phases of a moving capacity, enough unless its lowest value
+        # repeats
+        need = 2 if s.cache == 0 else AGREE.get(s.mode or "dead", 3)
+        if agreed >= need:
             break
     return rounds
 
