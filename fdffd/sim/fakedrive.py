@@ -61,9 +61,37 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import mfusepy  # only the server needs libfuse
 
-    fd = os.open(flash, os.O_RDWR)
-    media = FakeMedia(spec, fd)
-    started = time.time()
+    media = FakeMedia(spec, os.open(flash, os.O_RDWR))
+    if parent_fd is not None:
+        threading.Thread(target=_exit_when_parent_dies, args=(parent_fd,), daemon=True).start()
+    mfusepy.FUSE(
+        _filesystem(mfusepy, media),
+        mountpoint,
+        foreground=True,
+        fsname="fdffd-fake",
+        subtype="fdffd-fake",
+        direct_io=True,
+        max_read=MAX_IO,
+    )
+
+
+def _filesystem(mfusepy: Any, media: FakeMedia) -> Any:
+    """The FUSE operations: ``/disk`` is ``media``, ``/ctl`` its control file."""
+    spec = media.spec
+    now = int(time.time() * 1e9)
+    base = {"st_uid": 0, "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
+    files = {
+        "/": {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2},
+        "/disk": {
+            **base,
+            "st_mode": stat.S_IFREG | 0o600,
+            "st_nlink": 1,
+            "st_size": spec.announced,
+            "st_blksize": 4096,
+            "st_blocks": spec.announced // 512,
+        },
+        "/ctl": {**base, "st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": 16},
+    }
 
     class FakeDriveFS(mfusepy.Operations):  # type: ignore[misc]
         use_ns = True
@@ -79,22 +107,9 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
                 config.auto_cache = 0
 
         def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-            now = int(started * 1e9)
-            base = {"st_uid": 0, "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
-            if path == "/":
-                return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
-            if path == "/disk":
-                return {
-                    **base,
-                    "st_mode": stat.S_IFREG | 0o600,
-                    "st_nlink": 1,
-                    "st_size": spec.announced,
-                    "st_blksize": 4096,
-                    "st_blocks": spec.announced // 512,
-                }
-            if path == "/ctl":
-                return {**base, "st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": 16}
-            raise mfusepy.FuseOSError(errno.ENOENT)
+            if path not in files:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            return dict(files[path])
 
         def readdir(self, path: str, fh: int) -> list[str]:
             return [".", "..", "disk", "ctl"]
@@ -124,8 +139,7 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
             raise mfusepy.FuseOSError(errno.EPERM)
 
         def fsync(self, path: str, datasync: int, fh: int) -> int:
-            if path == "/disk":
-                media.flush()  # like a cheap controller: the caches are not flushed on request
+            media.flush()  # like a cheap controller: the caches are not flushed on request
             return 0
 
         def flush(self, path: str, fh: int) -> int:
@@ -137,17 +151,7 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
         def statfs(self, path: str) -> dict[str, int]:
             return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": spec.announced // 4096}
 
-    if parent_fd is not None:
-        threading.Thread(target=_exit_when_parent_dies, args=(parent_fd,), daemon=True).start()
-    mfusepy.FUSE(
-        FakeDriveFS(),
-        mountpoint,
-        foreground=True,
-        fsname="fdffd-fake",
-        subtype="fdffd-fake",
-        direct_io=True,
-        max_read=MAX_IO,
-    )
+    return FakeDriveFS()
 
 
 _orphaned = threading.Event()
