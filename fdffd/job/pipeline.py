@@ -44,8 +44,8 @@ from .smallvol import volume_error
 from .speed import RegionTimer, SpeedProfile, speed_profile
 from .surface import Digests, FillPlan, PassResult, merge_ranges, verify_pass, write_pass
 
-#: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
-TAIL_MIN = 1 << 20
+#: a dead region at least this long is lost capacity (capacity.py decides)
+TAIL_MIN = capacity.TAIL_MIN
 
 StatusCallback = Callable[[str, int, int], None]  # stage, bytes done, bytes total
 
