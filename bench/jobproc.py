@@ -22,16 +22,20 @@ def main() -> int:
     t0 = time.perf_counter()
     from fdffd.audit import AuditLog, StationKeys
     from fdffd.config import load_config
+    from fdffd.errors import UsageError
     from fdffd.job.pipeline import process_path
     from fdffd.log import configure
 
     configure(json=True, level="error")
     cfg = load_config(args.config)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    try:
+        keys = StationKeys.load(cfg.station.state_dir)
+    except UsageError:  # a bench drive's fresh state dir: keys as `fdffctl keys init` makes them
+        keys = StationKeys.init(cfg.station.state_dir)
     startup = time.perf_counter() - t0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t1 = time.perf_counter()
-    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
+    outcome = process_path(cfg, args.device, sealer=keys.sealer)
     wall = time.perf_counter() - t1
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     AuditLog(cfg.audit_log, keys).append(outcome.record)

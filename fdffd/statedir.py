@@ -6,7 +6,7 @@
       audit.jsonl        the signed, hash-chained audit log (fdffd.audit.log)
       station.key        Ed25519 signing key, mode 0600 (fdffd.audit.keys)
       station.pub        its public key, for auditors
-      serial.secret      the HMAC secret for drive serials, mode 0600
+      audit-seal.pub     the program's audit public key (identifying fields are sealed to it)
       journal/           one file per running job, until its record is in the log
       insertions.json    the insertions already handled since boot (DISKSEQ bookkeeping)
 
@@ -21,7 +21,8 @@ from pathlib import Path
 AUDIT_LOG = "audit.jsonl"
 PRIVATE_KEY = "station.key"
 PUBLIC_KEY = "station.pub"
-SERIAL_SECRET = "serial.secret"
+SERIAL_SECRET = "serial.secret"  # schema-2 stations before sealing: remove on upgrade
+AUDIT_SEAL_KEY = "audit-seal.pub"
 JOURNAL_DIR = "journal"
 INSERTIONS = "insertions.json"
 
@@ -47,6 +48,10 @@ class StateDir:
     @property
     def serial_secret(self) -> Path:
         return self.root / SERIAL_SECRET
+
+    @property
+    def audit_seal_key(self) -> Path:
+        return self.root / AUDIT_SEAL_KEY
 
     @property
     def journal(self) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fdffd.audit import StationKeys
 from fdffd.payload.profiles import add_profile
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.loopdev import LoopDevice
@@ -70,6 +71,7 @@ profiles = ["scholars"]
         text += f'audience = "{audience}"\n'
     cfg = tmp_path / "fdffd.toml"
     cfg.write_text(text)
+    StationKeys.init(tmp_path / "state")  # what `fdffctl keys init` does, once
     return cfg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fdffd.audit.keys import StationKeys, load_public_key, serial_hmac_with
+from fdffd.audit.keys import StationKeys, load_public_key
 from fdffd.audit.log import (
     GENESIS,
     AuditLog,
@@ -50,7 +51,7 @@ from fdffd.audit.record import (
     utc_now_iso,
 )
 from fdffd.audit.report import build_report, render_text
-from fdffd.errors import AuditError, AuditVerifyError
+from fdffd.errors import AuditError, AuditVerifyError, UsageError
 
 # --- helpers --------------------------------------------------------------------------
 
@@ -133,14 +134,14 @@ def failed_line(path: Path, data: bytes, keys: StationKeys) -> int | None:
 
 @pytest.fixture
 def keys(tmp_path: Path) -> StationKeys:
-    return StationKeys.load_or_create(tmp_path / "state")
+    return StationKeys.init(tmp_path / "state")
 
 
 @pytest.fixture(scope="module")
 def base_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, StationKeys, Path]:
     """A five-line log, its keys and a scratch dir, built once for the tampering tests."""
     root = tmp_path_factory.mktemp("base")
-    k = StationKeys.load_or_create(root / "state")
+    k = StationKeys.init(root / "state")
     write_log(root / "audit.jsonl", k, 5)
     return (root / "audit.jsonl").read_bytes(), k, root
 
@@ -495,7 +496,7 @@ PER_WRITER = 50
 
 
 def _writer(state: str, path: str, writer: int, barrier: Any) -> None:
-    k = StationKeys.load_or_create(Path(state))
+    k = StationKeys.init(Path(state))
     log = AuditLog(Path(path), k)
     barrier.wait()
     for i in range(PER_WRITER):
@@ -546,32 +547,41 @@ def test_concurrent_appends_from_threads(tmp_path: Path, keys: StationKeys) -> N
 # --- keys -----------------------------------------------------------------------------
 
 
-def test_keys_created_private_on_first_use(tmp_path: Path) -> None:
-    """First use creates station.key and serial.secret 0600, station.pub 0644; reuse loads."""
+def test_keys_created_only_by_init(tmp_path: Path) -> None:
+    """``init`` creates station.key 0600 and station.pub 0644 and stores the audit public key
+    (never replacing a different one); ``load`` never creates a key: a station without keys
+    gets a UsageError naming ``fdffctl keys init``."""
     state = tmp_path / "state"
-    k1 = StationKeys.load_or_create(state)
+    with pytest.raises(UsageError, match="fdffctl keys init"):
+        StationKeys.load(state)
+    assert not state.exists()
+    audit_pub = bytes(range(32))
+    k1 = StationKeys.init(state, audit_pub)
     assert (state / "station.key").stat().st_mode & 0o777 == 0o600
-    assert (state / "serial.secret").stat().st_mode & 0o777 == 0o600
     assert (state / "station.pub").stat().st_mode & 0o777 == 0o644
-    assert len((state / "serial.secret").read_bytes()) == 32
     assert b"PRIVATE KEY" in (state / "station.key").read_bytes()
-    k2 = StationKeys.load_or_create(state)
-    assert k1.fingerprint == k2.fingerprint and k1.serial_secret == k2.serial_secret
+    k2 = StationKeys.load(state)
+    assert k1.fingerprint == k2.fingerprint and k2.audit_public_key == audit_pub
     assert load_public_key(state / "station.pub").public_bytes_raw() == (
         k1.public_key.public_bytes_raw()
     )
     assert sorted(p.name for p in state.iterdir()) == [
-        "serial.secret",
+        "audit-seal.pub",
         "station.key",
         "station.pub",
     ]
-    assert k1.serial_secret.hex() not in repr(k1) and repr(k1.serial_secret) not in repr(k1)
+    with pytest.raises(AuditError, match="different audit public key"):
+        StationKeys.init(state, bytes(32))
+    (state / "station.key").unlink()
+    with pytest.raises(UsageError, match="fdffctl keys init"):
+        StationKeys.load(state)
+    assert not (state / "station.key").exists()
 
 
 def _load_keys(state: str, barrier: Any, out: Any) -> None:
     barrier.wait()
-    k = StationKeys.load_or_create(Path(state))
-    out.put((k.fingerprint, k.serial_secret.hex()))
+    k = StationKeys.init(Path(state))
+    out.put(k.fingerprint)
 
 
 def test_keys_created_at_once_by_many_processes_agree(tmp_path: Path) -> None:
@@ -588,69 +598,45 @@ def test_keys_created_at_once_by_many_processes_agree(tmp_path: Path) -> None:
             p.join(30)
             assert p.exitcode == 0
         assert len(seen) == 1
-        ((fingerprint, secret),) = seen
-        again = StationKeys.load_or_create(state)
-        assert (again.fingerprint, again.serial_secret.hex()) == (fingerprint, secret)
-        assert sorted(p.name for p in state.iterdir()) == [
-            "serial.secret",
-            "station.key",
-            "station.pub",
-        ]
+        (fingerprint,) = seen
+        assert StationKeys.load(state).fingerprint == fingerprint
+        assert sorted(p.name for p in state.iterdir()) == ["station.key", "station.pub"]
 
 
-@pytest.mark.parametrize("name", ["station.key", "serial.secret"])
+@pytest.mark.parametrize("name", ["station.key"])
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
 def test_exposed_secret_file_is_refused(tmp_path: Path, name: str, mode: int) -> None:
     """A key or secret readable by group or others is refused with a clear AuditError."""
     state = tmp_path / "state"
-    StationKeys.load_or_create(state)
+    StationKeys.init(state)
     (state / name).chmod(mode)
     with pytest.raises(AuditError, match=rf"{name}: has mode {mode:04o}: group or others"):
-        StationKeys.load_or_create(state)
+        StationKeys.init(state)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
 def test_secret_not_owned_by_root_is_refused(tmp_path: Path) -> None:
     """A key file owned by another user is refused."""
     state = tmp_path / "state"
-    StationKeys.load_or_create(state)
+    StationKeys.init(state)
     os.chown(state / "station.key", 4321, 4321)
     with pytest.raises(AuditError, match="owned by uid 4321, not root"):
-        StationKeys.load_or_create(state)
+        StationKeys.init(state)
 
 
 def test_symlinked_or_mismatched_keys_are_refused(tmp_path: Path) -> None:
     """A symlinked key, or a station.pub that does not match station.key, is refused."""
     state = tmp_path / "state"
-    StationKeys.load_or_create(state)
+    StationKeys.init(state)
     other = tmp_path / "other"
-    StationKeys.load_or_create(other)
+    StationKeys.init(other)
     shutil.copy(other / "station.pub", state / "station.pub")
     with pytest.raises(AuditError, match="does not match"):
-        StationKeys.load_or_create(state)
+        StationKeys.init(state)
     (state / "station.key").unlink()
     (state / "station.key").symlink_to(other / "station.key")
     with pytest.raises(AuditError, match="symlink"):
-        StationKeys.load_or_create(state)
-
-
-# --- serial HMAC ----------------------------------------------------------------------
-
-
-def test_serial_hmac(tmp_path: Path, keys: StationKeys) -> None:
-    """Same serial, same value; other secret, other value; the raw serial never hits the log."""
-    serial = "4C530001230918117062"
-    assert keys.serial_hmac(serial) == keys.serial_hmac(f"  {serial}\n")
-    assert keys.serial_hmac(serial) != keys.serial_hmac(serial.lower())
-    assert keys.serial_hmac(serial) != StationKeys.generate().serial_hmac(serial)
-    assert keys.serial_hmac(serial) == serial_hmac_with(keys.serial_secret, serial)
-    with pytest.raises(ValueError, match="empty serial"):
-        keys.serial_hmac(" \x00")
-    log = AuditLog(tmp_path / "audit.jsonl", keys)
-    log.append(make_record(0, serial_hmac=keys.serial_hmac(serial)))
-    data = log.path.read_bytes()
-    assert keys.serial_hmac(serial).encode() in data
-    assert serial.encode() not in data and serial.lower().encode() not in data
+        StationKeys.init(state)
 
 
 # --- disk full ------------------------------------------------------------------------
@@ -856,15 +842,15 @@ def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Pat
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
-        made = StationKeys.load_or_create(mnt)
+        made = StationKeys.init(mnt)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        again = StationKeys.load_or_create(mnt)
+        again = StationKeys.init(mnt)
         assert again.fingerprint == made.fingerprint
         subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
         (mnt / "station.pub").unlink()
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         with pytest.raises(AuditError, match=r"station\.pub.*cannot create"):
-            StationKeys.load_or_create(mnt)
+            StationKeys.init(mnt)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
@@ -873,7 +859,9 @@ def test_keys_on_a_read_only_state_dir_load_or_fail_with_a_message(tmp_path: Pat
 
 
 def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: StationKeys) -> None:
-    """A key-rotation record chains and verifies like any line; reports see only jobs."""
+    """A key-rotation record chains and verifies like any line (signed by the old key, it
+    hands over to the new one); reports see only jobs."""
+    new = StationKeys.generate()
     log = AuditLog(tmp_path / "audit.jsonl", keys)
     log.append(make_record(0))
     now = utc_now_iso()
@@ -883,15 +871,15 @@ def test_key_rotation_is_a_line_of_the_log_but_not_a_job(tmp_path: Path, keys: S
             version="0.1.0",
             day=now[:10],
             at=now,
-            old_key="ab" * 32,
-            new_key="cd" * 32,
-            new_key_fingerprint="ef" * 32,
+            old_key=hashlib.sha256(keys.public_key.public_bytes_raw()).hexdigest(),
+            new_key=new.public_key.public_bytes_raw().hex(),
+            new_key_fingerprint=hashlib.sha256(new.public_key.public_bytes_raw()).hexdigest(),
             reason="yearly rotation",
         )
     )
     assert list(out)[:3] == ["schema", "type", "station"] and out["type"] == "key-rotation"
     assert out["day"] == out["at"][:10]
-    log.append(make_record(1))
+    AuditLog(log.path, new).append(make_record(1))  # signed by the new key
     result = verify(log.path, keys.public_key)
     assert result.ok and result.lines_checked == 3, result.summary()
     assert [type(r).__name__ for r in iter_log(log.path)] == [

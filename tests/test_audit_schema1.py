@@ -26,11 +26,11 @@ def old_log(tmp_path: Path) -> tuple[Path, StationKeys]:
     does not keep their mode)."""
     state = tmp_path / "state"
     state.mkdir(mode=0o750)
-    for name in ("station.key", "serial.secret", "station.pub"):
+    for name in ("station.key", "station.pub"):  # serial.secret: removed on upgrade
         shutil.copy(DATA / name, state / name)
         (state / name).chmod(0o644 if name.endswith(".pub") else 0o600)
     shutil.copy(DATA / "audit.jsonl", state / "audit.jsonl")
-    return state / "audit.jsonl", StationKeys.load_or_create(state)
+    return state / "audit.jsonl", StationKeys.init(state)
 
 
 def test_schema1_log_verifies_as_written(old_log: tuple[Path, StationKeys]) -> None:

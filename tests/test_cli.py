@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from fdffd.audit import AuditLog, StationKeys
+from fdffd.audit.seal import seal_identifying
 from fdffd.config import load_config
 from fdffd.job.pipeline import interrupted_record
 
@@ -18,12 +20,12 @@ from .cli_util import fdffctl, write_config
 def _log_with(tmp_path: Path, n: int, serial: str | None = None) -> Path:
     cfg_path = write_config(tmp_path)
     cfg = load_config(cfg_path)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    keys = StationKeys.load(cfg.station.state_dir)
     log = AuditLog(cfg.audit_log, keys)
     for i in range(n):
         rec = interrupted_record(cfg, {"job_id": f"{i:032x}", "device": f"/dev/sd{i}"})
         if serial:
-            rec.device.serial_hmac = keys.serial_hmac(serial)
+            seal_identifying(rec, keys.sealer, serial)
         log.append(rec)
     return cfg_path
 
@@ -58,13 +60,31 @@ def test_audit_repair_moves_a_torn_line_aside(tmp_path: Path) -> None:
 
 
 def test_audit_lookup_finds_a_known_serial(tmp_path: Path) -> None:
-    """audit lookup SERIAL finds the jobs of a drive whose serial is known; exit 5 for none."""
-    cfg = _log_with(tmp_path, 2, serial="4C530001230912345678")
-    run = fdffctl("audit", "lookup", "4C530001230912345678", "--config", str(cfg), "--json")
-    assert run.code == 0
+    """audit lookup SERIAL --key opens the sealed fields of a copied log; exit 5 for none;
+    exit 2 without the private key; the station's own files cannot look a drive up; the
+    auditor's lookup creates no file."""
+    serial = "4C530001230912345678"
+    _log_with(tmp_path, 2, serial=serial)
+    station_log = tmp_path / "state" / "audit.jsonl"
+    assert serial.encode() not in station_log.read_bytes()
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    copied = auditor / "audit.jsonl"
+    shutil.copyfile(station_log, copied)
+    key = str(tmp_path / "audit-seal.key")
+    run = fdffctl("audit", "lookup", serial, "--log", str(copied), "--key", key, "--json")
+    assert run.code == 0, run.stderr
     assert len(json.loads(run.stdout)["jobs"]) == 2
-    assert b"4C530001230912345678" not in (tmp_path / "state" / "audit.jsonl").read_bytes()
-    assert fdffctl("audit", "lookup", "OTHER", "--config", str(cfg)).code == 5
+    assert fdffctl("audit", "lookup", "OTHER", "--log", str(copied), "--key", key).code == 5
+    no_key = fdffctl("audit", "lookup", serial, "--log", str(copied))
+    assert no_key.code == 2 and "--key" in no_key.stderr
+    # the station's keys (all a seized station holds) do not open the sealed fields
+    for name in ("station.key", "audit-seal.pub"):
+        other = fdffctl(
+            "audit", "lookup", serial, "--log", str(copied), "--key", str(tmp_path / "state" / name)
+        )
+        assert other.code != 0
+    assert sorted(p.name for p in auditor.iterdir()) == ["audit.jsonl"]
 
 
 def test_audit_report_counts_verdicts(tmp_path: Path) -> None:
@@ -120,24 +140,20 @@ def test_daemon_with_a_state_dir_that_is_a_file_exits_2_naming_it(tmp_path: Path
 
 
 def test_audit_verify_on_a_new_station_says_there_is_no_record_yet(tmp_path: Path) -> None:
-    """No log and no key yet: exit 0 saying so (not "no public key ... pass --pubkey");
-    a log without its key still asks for the key."""
+    """No log yet: verify says so and fails (a deleted log looks the same) unless told the log
+    may be empty; it names the key it would check, and creates nothing."""
     cfg = write_config(tmp_path)
     run = fdffctl("audit", "verify", "--config", str(cfg))
-    assert run.code == 0, run.stderr
-    assert "no record yet" in run.stdout and "nothing to verify" in run.stdout
-    run = fdffctl("audit", "verify", "--config", str(cfg), "--json")
-    assert run.code == 0 and json.loads(run.stdout) | {"summary": ""} == {
-        "ok": True,
-        "summary": "",
-        "lines": 0,
-        "head": "0" * 64,
-    }
-    assert not (tmp_path / "state").exists()  # verifying creates nothing
-    _log_with(tmp_path, 1)
-    (tmp_path / "state" / "station.pub").unlink()
-    run = fdffctl("audit", "verify", "--config", str(cfg))
-    assert run.code == 2 and "no public key" in run.stderr and "--pubkey" in run.stderr
+    assert run.code == 5, run.stdout + run.stderr
+    assert "no log yet" in run.stdout and "--allow-empty" in run.stdout
+    run = fdffctl("audit", "verify", "--allow-empty", "--config", str(cfg))
+    assert run.code == 0 and "no log yet" in run.stdout, run.stdout + run.stderr
+    assert "station key fingerprint" in run.stdout
+    run = fdffctl("audit", "verify", "--allow-empty", "--config", str(cfg), "--json")
+    answer = json.loads(run.stdout)
+    assert run.code == 0 and answer["ok"] is True and answer["lines"] == 0
+    assert answer["head"] == "0" * 64
+    assert not (tmp_path / "state" / "audit.jsonl").exists()  # verifying creates nothing
 
 
 def test_payload_add_creates_the_state_dir_0700(tmp_path: Path) -> None:

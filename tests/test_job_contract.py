@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fdffd.audit.record import JobRecord, parse_record
+from fdffd.audit.seal import Opener, Sealer, new_audit_keypair, parse_key_text
 from fdffd.config import load_config
 from fdffd.errors import DriveRemovedError
 from fdffd.job.pipeline import JobOutcome, StatusCallback, run_job
@@ -35,7 +36,7 @@ from .job_backends import (
 
 MiB = 1 << 20
 PAYLOAD = {"README.TXT": 42, "책/朝鮮語 入門.pdf": 300_001, "영화/1화.mp4": 2 * MiB + 5}
-HMAC = "ab" * 32
+AUDIT_PRIVATE, AUDIT_PUBLIC = new_audit_keypair()
 
 
 @pytest.fixture(params=["memory", "loop"])
@@ -65,7 +66,8 @@ def _job(
         if profile:
             payload = stack.enter_context(open_profile(cfg.station.payload_dir, profile))
         disk, facts = stack.enter_context(drive.opened(cfg))
-        out = run_job(cfg, disk, facts, payload=payload, status=status, serial_hmac=lambda _: HMAC)
+        sealer = Sealer(parse_key_text(Path("audit.pub"), AUDIT_PUBLIC.encode()))
+        out = run_job(cfg, disk, facts, payload=payload, status=status, sealer=sealer)
     _check_record(out)
     return out
 
@@ -82,6 +84,13 @@ def _check_record(out: JobOutcome) -> None:
     if rec.wiped:
         assert rec.verdict in ("ok", "rescued", "counterfeit", "failed")
         assert rec.wipe.bad_ranges == []
+    # the log keeps the record sealed: exact values only behind the audit private key
+    logged = out.logged
+    assert logged.sealed is not None and logged.started_at is None
+    assert logged.capacity.usable_bytes is None and logged.verdict == rec.verdict
+    opened = Opener(parse_key_text(Path("audit.key"), AUDIT_PRIVATE.encode())).open(logged.sealed)
+    assert opened is not None and opened["usable_bytes"] == rec.capacity.usable_bytes
+    assert opened["started_at"] == rec.started_at
 
 
 def _at(stage: str, action: Callable[[], None]) -> StatusCallback:
@@ -110,7 +119,12 @@ def test_honest_drive_is_ok_wiped_and_verified(tmp_path: Path, make_drive: MakeD
     assert [s.name for s in rec.stages] == ["admit", "probe", "image", "verify", "finish"]
     assert rec.sanitization is not None and rec.sanitization.method == "clear"
     assert rec.sanitization.verification == "full-read-back"
-    assert rec.device.serial_hmac == (HMAC if drive.serial else None)
+    assert rec.device.serial_hmac is None  # the serial is only ever sealed
+    assert out.logged.sealed is not None
+    opened = Opener(parse_key_text(Path("audit.key"), AUDIT_PRIVATE.encode())).open(
+        out.logged.sealed
+    )
+    assert opened is not None and opened["serial"] == (drive.serial or None)
     assert drive.donor_left() == []
 
 

@@ -222,6 +222,12 @@ def test_a_job_runs_as_root_without_capabilities_under_the_units_filter(
         capture_output=True,
         cwd=ROOT,
     )
+    audit_key = tmp_path / "audit-seal.key"  # sealing (libsodium) runs under the policy too
+    for cmd in (
+        ["keys", "audit-keygen", str(audit_key)],
+        ["keys", "init", "--config", str(config), "--audit-pubkey", f"{audit_key}.pub"],
+    ):
+        subprocess.run([*CTL, *cmd], check=True, capture_output=True, cwd=ROOT)
     dev = loop(64 << 20)
     under_policy = [*NO_CAPS, sys.executable, __file__, "--under-unit-policy"]
     proc = subprocess.run(

@@ -681,7 +681,9 @@ def test_payload_add_creates_the_state_dir_0700(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"a.txt": b"1"})
     state = tmp_path / "var" / "lib" / "fdffd"
     cfg = write_config(
-        tmp_path, station={"state_dir": str(state), "payload_dir": str(state / "payloads")}
+        tmp_path,
+        keys=False,
+        station={"state_dir": str(state), "payload_dir": str(state / "payloads")},
     )
     run = fdffctl("payload", "add", "films", str(src), "--config", str(cfg))
     assert run.code == 0, run.stderr
@@ -700,6 +702,7 @@ def test_add_profile_makes_missing_parents_0700_and_conjures_no_state_dir(
     assert mode(tmp_path / "a") == 0o700 and mode(tmp_path / "a" / "b") == 0o700
     cfg = write_config(
         tmp_path,
+        keys=False,
         station={"state_dir": str(tmp_path / "state"), "payload_dir": str(tmp_path / "pl")},
     )
     assert fdffctl("payload", "add", "p", str(src), "--config", str(cfg)).code == 0

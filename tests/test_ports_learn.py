@@ -103,7 +103,7 @@ def test_ports_learn_writes_the_map_and_holds_jobs_off(
     main_config = cfg_path.read_bytes()
     cfg = load_config(cfg_path)
     cfg.station.state_dir.mkdir(parents=True)
-    station = Station(cfg, StationKeys.load_or_create(cfg.station.state_dir))
+    station = Station(cfg, StationKeys.init(cfg.station.state_dir))
 
     v = Volunteer(cfg_path)
     try:

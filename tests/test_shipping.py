@@ -114,6 +114,8 @@ def test_the_wheel_requires_no_test_only_package(wheel: Path) -> None:
         "numpy",
         "xxhash",
         "blake3",
+        "pynacl",
+        "qrcode",
     }, requires
     assert runtime.isdisjoint(TEST_ONLY)
     # the simulation's own dependencies are the kit's (testkit/pyproject.toml)

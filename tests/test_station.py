@@ -295,7 +295,7 @@ def _core(tmp_path: Path) -> Any:
 
     cfg = load_config(write_config(tmp_path))
     cfg.station.state_dir.mkdir(parents=True, exist_ok=True)
-    return Core(cfg, StationKeys.load_or_create(cfg.station.state_dir))
+    return Core(cfg, StationKeys.init(cfg.station.state_dir))
 
 
 def _queued_entry(core: Any, name: str, **kw: Any) -> dict[str, Any]:

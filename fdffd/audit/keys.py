@@ -1,11 +1,14 @@
-"""The station's keys: the Ed25519 signing key of the audit log and the serial HMAC secret.
+"""The station's keys: the Ed25519 signing key of the audit log, and the program's audit
+public key that identifying fields are sealed to (:mod:`fdffd.audit.seal`).
 
-Files in the state dir (named in ``fdffd.statedir``), created on first use:
+Files in the state dir (named in ``fdffd.statedir``), created only by ``fdffctl keys init``
+(:meth:`StationKeys.init`); :meth:`StationKeys.load` never creates one:
 
 - ``station.key``: Ed25519 private key, PEM (PKCS#8, unencrypted), mode 0600.
 - ``station.pub``: its public key, PEM (SubjectPublicKeyInfo), mode 0644.  Give this to
   auditors; ``fdffctl audit verify`` needs nothing else.
-- ``serial.secret``: 32 random bytes, raw, mode 0600.  Keyed hash of drive serials.
+- ``audit-seal.pub``: the program's audit public key (X25519, base64), stored by
+  ``fdffctl keys init --audit-pubkey FILE``.  Its private half never is on a station.
 
 Creation is atomic and race-free (``fdffd.fsutil.create_exclusive``): each file is written to
 a private temp file, fsynced, then ``os.link``-ed to its final name.  ``link`` fails if the name
@@ -19,9 +22,8 @@ and tools).
 
 from __future__ import annotations
 
+import base64
 import errno
-import hashlib
-import hmac
 import os
 import stat
 from collections.abc import Callable
@@ -32,32 +34,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fdffd.errors import AuditError
+from fdffd.errors import AuditError, UsageError
 from fdffd.fsutil import create_exclusive
 from fdffd.statedir import StateDir
 
-SERIAL_SECRET_BYTES = 32
+from .seal import Sealer, read_key_file
 
 _MAX_KEY_FILE = 64 * 1024
-
-
-def normalise_serial(serial: str) -> str:
-    """The form of a serial number that is hashed: surrounding whitespace and NULs removed.
-
-    Case and inner characters are kept: USB serials are case-sensitive strings.  Callers must
-    pass the serial from the same source every time: fdffd passes the one the gate's facts
-    hold (``fdffd.devices.udev.disk_identity``: udev's ``ID_SERIAL_SHORT``, else the kernel's
-    sysfs ``serial`` attribute), so a drive's HMAC is the same on every station.
-    """
-    return serial.strip().strip("\x00").strip()
-
-
-def serial_hmac_with(secret: bytes, serial: str) -> str:
-    """HMAC-SHA256 (hex) of the normalised, UTF-8 encoded serial under ``secret``."""
-    normal = normalise_serial(serial)
-    if not normal:
-        raise ValueError("empty serial number: record serial_hmac as null instead")
-    return hmac.new(secret, normal.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 def public_key_hex(public_key: Ed25519PublicKey) -> str:
@@ -89,25 +72,41 @@ def _parse_public_key(path: Path, data: bytes) -> Ed25519PublicKey:
 
 @dataclass(frozen=True)
 class StationKeys:
-    """The loaded keys of one station.  Build it with :meth:`load_or_create`."""
+    """The loaded keys of one station.  Build it with :meth:`load` (or :meth:`init`)."""
 
     private_key: Ed25519PrivateKey = field(repr=False)
     public_key: Ed25519PublicKey = field(repr=False)
-    serial_secret: bytes = field(repr=False)
+    audit_public_key: bytes | None = field(default=None, repr=False)
     state_dir: Path | None = None
 
     @classmethod
     def generate(cls) -> StationKeys:
         """Fresh keys held only in memory (tests, and a second key to forge lines with)."""
         private = Ed25519PrivateKey.generate()
-        return cls(private, private.public_key(), os.urandom(SERIAL_SECRET_BYTES))
+        return cls(private, private.public_key())
 
     @classmethod
-    def load_or_create(cls, state_dir: Path) -> StationKeys:
-        """Load the station keys from ``state_dir``, creating any that are missing.
+    def load(cls, state_dir: Path) -> StationKeys:
+        """Load the station keys from ``state_dir``; never creates one.  Raises
+        :class:`UsageError` (exit 2) naming ``fdffctl keys init`` when the signing key is
+        missing, :class:`AuditError` when a key file is unsafe or malformed."""
+        files = StateDir(Path(state_dir))
+        if not files.private_key.exists() or not files.public_key.exists():
+            raise UsageError(
+                f"{files.private_key}: this station has no keys: run `fdffctl keys init "
+                "--audit-pubkey FILE` once (jobs are refused until then; a key is never "
+                "created silently)"
+            )
+        return cls.init(state_dir)
+
+    @classmethod
+    def init(cls, state_dir: Path, audit_public_key: bytes | None = None) -> StationKeys:
+        """Load the station keys from ``state_dir``, first creating any that are missing
+        (``fdffctl keys init`` only), and store ``audit_public_key`` if none is stored.
 
         Raises :class:`AuditError` when a key file is unsafe (permissions, owner, not a regular
-        file), unreadable, malformed, or when ``station.pub`` does not match ``station.key``.
+        file), unreadable, malformed, when ``station.pub`` does not match ``station.key``, or
+        when a different audit public key is stored already (never replaced silently).
         """
         state_dir = Path(state_dir)
         try:
@@ -141,25 +140,28 @@ class StationKeys:
                 "cannot check (remove the stale public key if the private key is right)",
             )
 
-        secret_path = files.serial_secret
-        secret = _read_or_create_secret(secret_path, lambda: os.urandom(SERIAL_SECRET_BYTES))
-        if len(secret) != SERIAL_SECRET_BYTES:
+        audit_pub = None
+        if audit_public_key is not None:
+            text = base64.b64encode(audit_public_key) + b"\n"
+            _create_exclusive(files.audit_seal_key, text, 0o644)
+        if files.audit_seal_key.exists():
+            audit_pub = read_key_file(files.audit_seal_key)
+        if audit_public_key is not None and audit_pub != audit_public_key:
             raise AuditError(
-                path=secret_path,
-                detail=f"holds {len(secret)} bytes, expected {SERIAL_SECRET_BYTES}",
+                path=files.audit_seal_key,
+                detail="holds a different audit public key: refusing to replace it silently "
+                "(remove it first if the program's audit key really changed)",
             )
-        return cls(private, public, secret, state_dir)
+        return cls(private, public, audit_pub, state_dir)
 
     def sign(self, message: bytes) -> str:
         """Ed25519 signature of ``message``, as 128 lowercase hex digits."""
         return self.private_key.sign(message).hex()
 
-    def serial_hmac(self, serial: str) -> str:
-        """HMAC-SHA256 hex of the serial, normalised by :func:`normalise_serial`.
-
-        Raises ValueError for an empty serial (a drive without one records ``null``).
-        """
-        return serial_hmac_with(self.serial_secret, serial)
+    @property
+    def sealer(self) -> Sealer | None:
+        """What seals identifying fields; None (they are dropped) without an audit key."""
+        return None if self.audit_public_key is None else Sealer(self.audit_public_key)
 
     @property
     def fingerprint(self) -> str:

@@ -404,7 +404,7 @@ def verify(path: Path, public_key: Ed25519PublicKey | Path) -> VerifyResult:
     with f:
         try:
             for number, line in enumerate(_complete_lines(f, path), start=1):
-                _check_line(line, key, expected_prev, number)
+                key = _check_line(line, key, expected_prev, number)
                 expected_prev = line_hash(line)
         except _LineError as exc:
             return VerifyResult(path, number - 1, VerifyFailure(number, str(exc)), expected_prev)
@@ -439,7 +439,10 @@ class _Torn(bytes):
     """A last line without its newline."""
 
 
-def _check_line(line: bytes, key: Ed25519PublicKey, expected_prev: str, number: int) -> None:
+def _check_line(
+    line: bytes, key: Ed25519PublicKey, expected_prev: str, number: int
+) -> Ed25519PublicKey:
+    """Check one line; the key that signs the next line (a key rotation changes it)."""
     if isinstance(line, _Torn):
         raise _LineError(
             "torn last line (no trailing newline: an append was cut off); "
@@ -465,6 +468,19 @@ def _check_line(line: bytes, key: Ed25519PublicKey, expected_prev: str, number: 
             f"chain broken: prev is not the SHA-256 of line {number - 1} "
             "(a line was removed, inserted, duplicated or reordered)"
         )
+    return _next_key(record, key)
+
+
+def _next_key(record: LogRecord, key: Ed25519PublicKey) -> Ed25519PublicKey:
+    """The key after ``record``: a key rotation, signed by the old key, names the new one."""
+    if not isinstance(record, KeyRotationRecord):
+        return key
+    if record.old_key != hashlib.sha256(key.public_bytes_raw()).hexdigest():
+        raise _LineError("key rotation: old_key is not the key that signed the lines before it")
+    new_raw = bytes.fromhex(record.new_key)
+    if record.new_key_fingerprint != hashlib.sha256(new_raw).hexdigest():
+        raise _LineError("key rotation: new_key_fingerprint is not the SHA-256 of new_key")
+    return Ed25519PublicKey.from_public_bytes(new_raw)
 
 
 def _parse_line(line: bytes) -> LogRecord:

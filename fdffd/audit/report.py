@@ -40,6 +40,10 @@ def _summary(records: list[JobRecord]) -> dict[str, Any]:
         "counterfeit": counterfeit,
         "counterfeit_rate": (counterfeit / len(probed)) if probed else None,
         "not_wiped": sum(1 for r in records if not r.wiped),
+        # sealed records keep sizes only as classes: drives counted per usable class
+        "by_usable_class": dict(
+            sorted(Counter(r.capacity.usable_class or "-" for r in records).items())
+        ),
         "bytes_written": sum(r.wipe.bytes_written or 0 for r in records),
         "verified_bytes": sum(r.wipe.verified_bytes or 0 for r in records),
         "mismatched_bytes": sum(r.wipe.mismatched_bytes or 0 for r in records),
@@ -68,6 +72,8 @@ def build_report(records: Iterable[JobRecord]) -> dict[str, Any]:
     report["drives"] = len({r.device.serial_hmac for r in items if r.device.serial_hmac})
     report["first_started_at"] = min((r.started_at for r in items if r.started_at), default=None)
     report["last_finished_at"] = max((r.finished_at for r in items if r.finished_at), default=None)
+    report["first_day"] = min((r.day for r in items), default=None)
+    report["last_day"] = max((r.day for r in items), default=None)
     report["speeds"] = {
         name: {
             "jobs": stage_jobs[name],
@@ -103,9 +109,10 @@ def render_text(report: dict[str, Any]) -> str:
     """The report as plain text for a terminal."""
     lines = [
         f"jobs: {report['jobs']}  (distinct drives by serial: {report['drives']})",
-        f"period: {report['first_started_at'] or '-'} .. {report['last_finished_at'] or '-'}",
+        f"period: {report['first_day'] or '-'} .. {report['last_day'] or '-'}",
         f"verdicts: {_verdict_line(report['by_verdict'])}",
         f"not wiped: {report['not_wiped']} (refused, or the job did not finish)",
+        "sizes: " + (", ".join(f"{c} {n}" for c, n in report["by_usable_class"].items()) or "none"),
         f"counterfeit: {report['counterfeit']} of {report['probed']} probed "
         f"({_rate(report['counterfeit_rate'])})",
         f"written: {_size(report['bytes_written'])}  verified: {_size(report['verified_bytes'])}"

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__, i18n
 from ..errors import ExitCode, FdffdError, UsageError
 from ..fsutil import make_state_dir
-
-if TYPE_CHECKING:
-    from ..config import Config
+from .audit_args import add_lookup_args, add_verify_args
+from .common import DEFAULT_CONFIG_PATH
+from .common import config_of as _config
+from .common import print_json as _print_json
+from .payload_cmd import (
+    cmd_payload_add,
+    cmd_payload_export,
+    cmd_payload_import,
+    cmd_payload_keygen,
+    cmd_payload_list,
+    cmd_payload_prune,
+    cmd_payload_verify,
+)
 
 # Quick commands stay quick: `fdffctl --help` imports none of pydantic, structlog, numpy or
 # cryptography, and each command imports what it uses, in its function
-# (tests/test_ctl_imports.py; the figures: bench/cli.py).  config.DEFAULT_CONFIG_PATH, without
-# importing pydantic:
-DEFAULT_CONFIG_PATH = Path("/etc/fdffd/fdffd.toml")
+# (tests/test_ctl_imports.py; the figures: bench/cli.py).
 
 
 class Terminated(FdffdError):
@@ -36,17 +43,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum=signum)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    from ..config import load_config
-
-    path = args.config
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
-    cfg = load_config(path)
-    i18n.use(i18n.choose(cfg.station.language))
-    return cfg
-
-
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -55,10 +51,6 @@ def _interval(text: str) -> float:
     if not 0.1 <= value <= 3600:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text} s: give 0.1 to 3600 seconds")
     return value
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=None) + "\n")
 
 
 # --- process ---------------------------------------------------------------------------
@@ -70,12 +62,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     make_state_dir(cfg.station.state_dir)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
-    outcome = process_path(cfg, args.device, serial_hmac=keys.serial_hmac)
+    keys = StationKeys.load(cfg.station.state_dir)
+    outcome = process_path(cfg, args.device, sealer=keys.sealer)
     record = outcome.record.to_json_dict()
     code = outcome.exit_code
     try:
-        record = AuditLog(cfg.audit_log, keys).append(outcome.record)
+        AuditLog(cfg.audit_log, keys).append(outcome.logged)  # sealed; the terminal sees all
     except FdffdError as err:
         print(f"fdffctl: the job ended but its record could not be logged: {err}", file=sys.stderr)
         code = code or err.exit_code
@@ -189,136 +181,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     )
 
 
-# --- payload ---------------------------------------------------------------------------
-
-
-def _payload_setup(cfg: Config) -> Any:
-    """The station's import policy; the state dir made (0700) if the payloads are in it."""
-    from ..payload import ImportPolicy
-
-    payload_dir, state_dir = cfg.station.payload_dir, cfg.station.state_dir
-    if state_dir == payload_dir or state_dir in payload_dir.parents:
-        make_state_dir(state_dir)  # 0700, as the unit makes it, whoever is first
-    return ImportPolicy.from_settings(cfg.payload)
-
-
-def _print_imported(args: argparse.Namespace, result: Any) -> int:
-    from .payload_text import format_imported, import_summary
-
-    if args.json:
-        _print_json(import_summary(result))
-    else:
-        print(format_imported(result))
-    return ExitCode.OK
-
-
-def cmd_payload_add(args: argparse.Namespace) -> int:
-    from ..payload import import_directory
-
-    cfg = _config(args)
-    policy = _payload_setup(cfg)
-    result = import_directory(
-        cfg.station.payload_dir,
-        args.name,
-        Path(args.src),
-        filesystem=cfg.job.filesystem,
-        policy=policy,
-        priority=_priority_list(args.priority),
-    )
-    return _print_imported(args, result)
-
-
-def _priority_list(path: str | None) -> list[str]:
-    if path is None:
-        return []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"--priority {path}: cannot read it as UTF-8 text ({err})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def cmd_payload_import(args: argparse.Namespace) -> int:
-    from ..payload import import_bundle
-
-    cfg = _config(args)
-    policy = _payload_setup(cfg)
-    result = import_bundle(
-        cfg.station.payload_dir, Path(args.bundle), filesystem=cfg.job.filesystem, policy=policy
-    )
-    return _print_imported(args, result)
-
-
-def cmd_payload_export(args: argparse.Namespace) -> int:
-    from ..payload import export_bundle, load_private_key
-    from .payload_text import format_exported
-
-    cfg = _config(args)
-    key = load_private_key(Path(args.sign)) if args.sign else None
-    result = export_bundle(
-        cfg.station.payload_dir, args.name, Path(args.out), key=key, version=args.version
-    )
-    print(format_exported(result))
-    return ExitCode.OK
-
-
-def cmd_payload_keygen(args: argparse.Namespace) -> int:
-    from ..payload import generate_key
-    from ..payload.signing import key_text
-    from .payload_text import format_keygen
-
-    public = generate_key(Path(args.keyfile))
-    print(format_keygen(Path(args.keyfile), key_text(public)))
-    return ExitCode.OK
-
-
-def cmd_payload_list(args: argparse.Namespace) -> int:
-    from ..payload import list_profiles
-    from .payload_text import format_list
-
-    cfg = _config(args)
-    infos = list_profiles(cfg.station.payload_dir)
-    if args.json:
-        _print_json(
-            {"payload_dir": str(cfg.station.payload_dir), "profiles": [i.to_json() for i in infos]}
-        )
-    else:
-        print(format_list(infos, cfg.station.payload_dir))
-    return ExitCode.OK
-
-
-def cmd_payload_verify(args: argparse.Namespace) -> int:
-    from ..payload import Trust, verify_profile
-    from .payload_text import format_verify
-
-    cfg = _config(args)
-    trust = Trust.from_settings(cfg.payload)
-    report = verify_profile(cfg.station.payload_dir, args.name, trust=trust)
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        print(format_verify(report))
-    return ExitCode.OK if report.ok else ExitCode.FAILED
-
-
-def cmd_payload_prune(args: argparse.Namespace) -> int:
-    from ..payload import prune_profile
-    from .payload_text import format_pruned
-
-    cfg = _config(args)
-    report = prune_profile(cfg.station.payload_dir, args.name, keep=args.keep)
-    if args.json:
-        _print_json(report.to_json())
-    else:
-        print(format_pruned(report))
-    return ExitCode.OK
-
-
 # --- audit -----------------------------------------------------------------------------
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ..audit import load_public_key, verify
+    from ..audit.keys import public_key_hex
+    from .audit_keys import print_checkpoint, trust_failures
 
     cfg = _config(args)
     pub = Path(args.pubkey) if args.pubkey else cfg.station.state_dir / "station.pub"
@@ -327,14 +196,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return _no_record_yet(args, log_path, pub)
     if not pub.exists():
         raise UsageError(f"no public key at {pub}; pass --pubkey FILE")
-    result = verify(log_path, load_public_key(pub))
+    key = load_public_key(pub)
+    fingerprint = public_key_hex(key)
+    result = verify(log_path, key)
+    if getattr(args, "checkpoint_out", False):
+        if not result.ok:
+            print(result.summary(), file=sys.stderr)
+            return ExitCode.FAILED
+        print_checkpoint(result, fingerprint, qr=not args.no_qr)
+        return ExitCode.OK
+    why = trust_failures(args, log_path, result, fingerprint)
     if args.json:
         _print_json(
             {
-                "ok": result.ok,
+                "ok": result.ok and not why,
                 "summary": result.summary(),
                 "lines": result.lines_checked,
                 "head": result.head,
+                "key": fingerprint,
+                "problems": why,
             }
             | (
                 {"failure": {"line": result.failure.line, "reason": result.failure.reason}}
@@ -344,7 +224,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         )
     else:
         print(result.summary())
-    return ExitCode.OK if result.ok else ExitCode.FAILED
+        print(f"station key fingerprint: {fingerprint}")
+        for w in why:
+            print(f"FAILED: {w}")
+    return ExitCode.OK if result.ok and not why else ExitCode.FAILED
 
 
 def _no_records(log_path: Path) -> bool:
@@ -386,29 +269,31 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_lookup(args: argparse.Namespace) -> int:
-    from ..audit import StationKeys, iter_records
+    from .audit_keys import cmd_audit_lookup as lookup
+
+    return lookup(args, Path(args.log) if args.log else _config(args).audit_log)
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from ..audit import StationKeys
+    from ..audit.seal import audit_key_fingerprint, read_key_file
 
     cfg = _config(args)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
-    digest = keys.serial_hmac(args.serial)
-    log_path = Path(args.log) if args.log else cfg.audit_log
-    found = [
-        {
-            "job_id": r.job_id,
-            "verdict": r.verdict,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-        }
-        for r in (iter_records(log_path) if log_path.exists() else [])
-        if r.device.serial_hmac == digest
-    ]
-    if args.json:
-        _print_json({"serial_hmac": digest, "jobs": found})
+    make_state_dir(cfg.station.state_dir)
+    audit_pub = read_key_file(Path(args.audit_pubkey)) if args.audit_pubkey else None
+    keys = StationKeys.init(cfg.station.state_dir, audit_pub)
+    print(f"station key fingerprint: {keys.fingerprint}")
+    if keys.audit_public_key is None:
+        print("no audit public key: identifying fields are dropped, not sealed")
     else:
-        print(f"serial HMAC {digest}: {len(found)} job(s)")
-        for j in found:
-            print(f"  {j['finished_at']}  {j['verdict']:<12} job {j['job_id']}")
-    return ExitCode.OK if found else ExitCode.FAILED
+        print(f"audit public key: {audit_key_fingerprint(keys.audit_public_key)}")
+    return ExitCode.OK
+
+
+def cmd_keys_audit_keygen(args: argparse.Namespace) -> int:
+    from .audit_keys import cmd_keys_audit_keygen as keygen
+
+    return keygen(args)
 
 
 def cmd_audit_report(args: argparse.Namespace) -> int:
@@ -563,7 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pubkey", metavar="FILE", help="station public key (default <state_dir>/station.pub)"
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    add_verify_args(sp)
     sp.set_defaults(func=cmd_audit_verify)
+    sp = asub.add_parser(
+        "checkpoint", parents=[common], help="verify, then print head, lines, key as text and QR"
+    )
+    sp.add_argument("--pubkey", metavar="FILE", help="station public key")
+    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    sp.add_argument("--no-qr", action="store_true", help="text only")
+    sp.set_defaults(func=cmd_audit_verify, checkpoint_out=True)
     sp = asub.add_parser(
         "repair",
         parents=[common],
@@ -574,16 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = asub.add_parser(
         "lookup",
         parents=[common, reporting],
-        help="was the drive with this serial processed? (needs the station secret)",
+        help="was the drive with this serial processed? (needs the audit private key)",
     )
-    sp.add_argument("serial", metavar="SERIAL")
-    sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
+    add_lookup_args(sp)
     sp.set_defaults(func=cmd_audit_lookup)
     sp = asub.add_parser(
         "report", parents=[common, reporting], help="drives by verdict, bytes, speeds"
     )
     sp.add_argument("--log", metavar="FILE", help="audit log (default <state_dir>/audit.jsonl)")
     sp.set_defaults(func=cmd_audit_report)
+
+    keys = sub.add_parser("keys", help="the station's keys (created only here)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    sp = ksub.add_parser("init", parents=[common], help="create the station keys (once)")
+    sp.add_argument("--audit-pubkey", metavar="FILE", help="the program's audit public key")
+    sp.set_defaults(func=cmd_keys_init)
+    sp = ksub.add_parser("audit-keygen", help="make the program's audit key pair (OFF station)")
+    sp.add_argument("prefix", metavar="PREFIX", help="private key file (PREFIX.pub: public)")
+    sp.set_defaults(func=cmd_keys_audit_keygen)
 
     sp = sub.add_parser(
         "fingerprint", help="what two drives or images share that a real formatter would not"

@@ -44,6 +44,7 @@ from ..audit.record import (
     size_class,
     utc_now_iso,
 )
+from ..audit.seal import Sealer, seal_identifying
 from ..config import Config
 from ..devices.blockdev import BlockDevice
 from ..devices.disk import Disk
@@ -78,13 +79,13 @@ from .verdict import Findings, decide, exit_code_of
 TAIL_MIN = capacity.TAIL_MIN
 
 StatusCallback = Callable[[str, int, int], None]  # stage, bytes done, bytes total
-SerialHmac = Callable[[str], str]
 
 
 @dataclass
 class JobOutcome:
-    record: JobRecord
+    record: JobRecord  # the whole record, for this process only
     exit_code: int
+    logged: JobRecord  # what the audit log keeps: identifying fields sealed
 
 
 def new_record(config: Config, job_id: str, device: str, started: str) -> JobRecord:
@@ -123,6 +124,7 @@ class _Job:
         self.audience = ""
         self.log: Any = get_logger(job_id=self.job_id, device=device)
         self.t0 = time.monotonic()
+        self.serial: str | None = None
 
     def stage(self, name: str, seconds: float, nbytes: int) -> None:
         self.record.stages.append(Stage(name=name, seconds=round(seconds, 3), bytes=nbytes))
@@ -147,7 +149,7 @@ def run_job(
     facts: DeviceFacts,
     *,
     payload: Profile | Sequence[Profile] | None = None,
-    serial_hmac: SerialHmac | None = None,
+    sealer: Sealer | None = None,
     status: StatusCallback | None = None,
     on_start: Callable[[str], None] | None = None,
     today: date | None = None,
@@ -169,16 +171,16 @@ def run_job(
         payloads = (
             () if payload is None else (payload,) if isinstance(payload, Profile) else payload
         )
-        _run_disk(job, disk, facts, tuple(payloads), serial_hmac)
+        _run_disk(job, disk, facts, tuple(payloads))
 
-    return _conclude(job, body)
+    return _conclude(job, body, sealer)
 
 
 def process_path(
     config: Config,
     device: str,
     *,
-    serial_hmac: SerialHmac | None = None,
+    sealer: Sealer | None = None,
     status: StatusCallback | None = None,
     on_start: Callable[[str], None] | None = None,
     today: date | None = None,
@@ -201,9 +203,9 @@ def process_path(
             if refusal:
                 raise RefusedError(refusal.detail, device=device, rule=refusal.rule, stage="admit")
             dev = stack.enter_context(BlockDevice(device, stage="admit"))
-            _run_disk(job, dev, facts, payload, serial_hmac)
+            _run_disk(job, dev, facts, payload)
 
-    return _conclude(job, body)
+    return _conclude(job, body, sealer)
 
 
 def interrupted_record(config: Config, entry: Mapping[str, Any]) -> JobRecord:
@@ -219,18 +221,16 @@ def interrupted_record(config: Config, entry: Mapping[str, Any]) -> JobRecord:
     rec.verdict = "interrupted"
     rec.error = ErrorInfo.of(JobLostError())
     rec.finished_at = utc_now_iso()
-    return rec
+    return seal_identifying(rec, None, None)  # only the day: nothing identifying is known
 
 
-def unstarted_record(
-    config: Config, entry: Mapping[str, Any], code: str, message: str
-) -> JobRecord:
+def unstarted_record(config: Config, entry: Mapping[str, Any], code: str, text: str) -> JobRecord:
     """The record of an insertion whose job never began (pulled while it waited for a
     worker): verdict ``failed`` in stage ``queued``; nothing was written to the drive."""
     rec = interrupted_record(config, {**entry, "started_at": entry.get("queued_at")})
     rec.verdict = "failed"
     rec.wiped = False
-    rec.error = ErrorInfo(code=code, message=message, stage="queued")
+    rec.error = ErrorInfo(code=code, message=text, stage="queued")
     return rec
 
 
@@ -260,7 +260,7 @@ def check_clock(today: date, device: str) -> None:
         )
 
 
-def _conclude(job: _Job, body: Callable[[], None]) -> JobOutcome:
+def _conclude(job: _Job, body: Callable[[], None], sealer: Sealer | None) -> JobOutcome:
     """Run ``body``; whatever it raises becomes a finding; decide; finish the record."""
     rec = job.record
     job.log.info("job.started", station=job.config.station.id)
@@ -281,7 +281,8 @@ def _conclude(job: _Job, body: Callable[[], None]) -> JobOutcome:
         job.log.warning(event, error=error.message, port=rec.device.port)
     exit_code: ExitCode = exit_code_of(error)
     job.log.info("job.finished", verdict=verdict, exit_code=int(exit_code), port=rec.device.port)
-    return JobOutcome(rec, int(exit_code))
+    logged = seal_identifying(rec.model_copy(deep=True), sealer, job.serial)
+    return JobOutcome(rec, int(exit_code), logged)
 
 
 def _note_facts(job: _Job, facts: DeviceFacts) -> None:
@@ -295,6 +296,7 @@ def _note_facts(job: _Job, facts: DeviceFacts) -> None:
     dev.vendor = facts.vendor
     dev.model = facts.model
     dev.announced_bytes = facts.size_bytes
+    job.serial = facts.serial
 
 
 def _run_disk(
@@ -302,22 +304,21 @@ def _run_disk(
     disk: Disk,
     facts: DeviceFacts,
     payload: tuple[Profile, ...],
-    serial_hmac: SerialHmac | None,
 ) -> None:
     job.stage("admit", time.monotonic() - job.t0, 0)
-    _identify(job, facts, disk, serial_hmac)
+    _identify(job, facts, disk)
     job.log = job.log.bind(port=facts.port)
     job.log.info(
         "job.identified",
         vendor=facts.vendor,
         model=facts.model,
-        announced=disk.size,
+        announced=size_class(disk.size),
         diskseq=facts.diskseq,
     )
     _process(job, disk, payload)
 
 
-def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac | None) -> None:
+def _identify(job: _Job, facts: DeviceFacts, disk: Disk) -> None:
     rec = job.record
     job.media = fp.media_kind_from_udev(facts.udev)
     rec.device = DeviceInfo(
@@ -328,7 +329,6 @@ def _identify(job: _Job, facts: DeviceFacts, disk: Disk, serial_hmac: SerialHmac
         bus=facts.bus,
         vendor=facts.vendor,
         model=facts.model,
-        serial_hmac=serial_hmac(facts.serial) if (serial_hmac and facts.serial) else None,
         announced_bytes=disk.size,
         logical_sector=disk.geometry.logical_sector,
     )
@@ -366,7 +366,7 @@ def _process(job: _Job, disk: Disk, payload: tuple[Profile, ...]) -> None:
             # spot, a cache larger than the probe's flush).  Every byte of real flash has
             # been overwritten already; write and verify the last pass again inside it.
             kind = capacity.verify_kind(lost, sweep.aliases, usable, probe.kind)
-            job.log.warning("verify.capacity_loss", usable=usable, real=real, kind=kind)
+            job.log.warning("verify.capacity_loss", real=size_class(real), kind=kind)
             usable = real - real % sector
             _set_capacity(job, usable, kind, probe.seconds)
             _note_rescue(job, usable, probe.unstable, probe.boundaries)
@@ -406,11 +406,9 @@ def _probe(job: _Job, disk: Disk, key: bytes, sector: int) -> tuple[ProbeResult,
     usable = probe.usable_bytes - probe.usable_bytes % sector
     _set_capacity(job, usable, probe.kind, probe.seconds)
     if probe.counterfeit:
-        job.log.warning(
-            "probe.counterfeit", announced=probe.announced_bytes, usable=usable, kind=probe.kind
-        )
+        job.log.warning("probe.counterfeit", usable=size_class(usable), kind=probe.kind)
     else:
-        job.log.info("probe.done", usable=usable, seconds=round(probe.seconds, 2))
+        job.log.info("probe.done", usable=size_class(usable), seconds=round(probe.seconds, 2))
     _note_rescue(job, usable, probe.unstable, probe.boundaries)
     return probe, usable
 
@@ -504,7 +502,7 @@ def _image_surface(
     job.log.info(
         "image.planned",
         filesystem=plan.fs_type,
-        partition_bytes=plan.partition.partition_bytes,
+        partition=size_class(plan.partition.partition_bytes),
         free_space=cfg.job.free_space,
         media=job.media,
     )

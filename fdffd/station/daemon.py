@@ -44,7 +44,7 @@ class Daemon:
         self.cfg = config
         self.log = get_logger(component="daemon", station=config.station.id)
         make_state_dir(config.station.state_dir)
-        self.keys = StationKeys.load_or_create(config.station.state_dir)
+        self.keys = StationKeys.load(config.station.state_dir)
         self.station = Station(config, self.keys)
         self.stop_event = threading.Event()
         self.control: ControlServer | None = None

@@ -316,7 +316,7 @@ class Station:
             outcome = process_path(
                 self.cfg,
                 ins.device,
-                serial_hmac=self.keys.serial_hmac,
+                sealer=self.keys.sealer,
                 status=partial(self._progress, run),
                 on_start=partial(self._begin, run),
             )
@@ -324,7 +324,7 @@ class Station:
             if run.left_queued:  # nothing was touched; the journal keeps it queued
                 self.log.info("drive.left_queued", device=ins.device, insertion=ins.key)
             else:
-                self.sink.add(rec, run.entry)
+                self.sink.add(outcome.logged.to_json_dict(), run.entry)
         finally:
             with self.lock:
                 del self.running[ins.name]

@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from fdffd.errors import UsageError
+from fdffd.errors import AuditError, UsageError
 from fdffd.station.control import request
 
 from .fakedrive import FakeDrive, FakeSpec, fake_drive
@@ -40,9 +40,10 @@ class StationError(RuntimeError):
     """The daemon did not come up, died, or did not get where it was awaited in time."""
 
 
-def write_config(root: Path, **sections: dict[str, Any]) -> Path:
+def write_config(root: Path, *, keys: bool = True, **sections: dict[str, Any]) -> Path:
     """``root/fdffd.toml``: a station with its state under ``root`` (loop devices allowed, no
-    payload profile), each section updated with what the caller passes."""
+    payload profile), each section updated with what the caller passes; unless ``keys`` is
+    false, its keys made as ``fdffctl keys init`` makes them (:func:`init_keys`)."""
     body: dict[str, dict[str, Any]] = {
         "station": {
             "id": "test-station",
@@ -61,7 +62,30 @@ def write_config(root: Path, **sections: dict[str, Any]) -> Path:
     path = root / "fdffd.toml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    try:
+        if keys:
+            init_keys(root, Path(body["station"]["state_dir"]))
+    except (AuditError, UsageError):  # a broken state dir under test: the daemon names it
+        pass
     return path
+
+
+def init_keys(root: Path, state_dir: Path) -> None:
+    """What ``fdffctl keys init --audit-pubkey`` does for a test station: the program's audit
+    key pair under ``root`` (``audit-seal.key``, ``audit-seal.key.pub``: the private half is
+    kept for tests that look drives up, as an auditor would), then the station's keys."""
+    from fdffd.audit import StationKeys
+    from fdffd.audit.seal import new_audit_keypair, read_key_file
+    from fdffd.fsutil import make_state_dir
+
+    private, pub = root / "audit-seal.key", root / "audit-seal.key.pub"
+    if not private.exists():
+        priv_text, pub_text = new_audit_keypair()
+        private.write_text(priv_text + "\n")
+        private.chmod(0o600)
+        pub.write_text(pub_text + "\n")
+    make_state_dir(state_dir)
+    StationKeys.init(state_dir, read_key_file(pub))
 
 
 class Daemon:

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from fdffd.audit import StationKeys
 from fdffd.config import Config, config_from_dict, load_config
 from fdffd.errors import ConfigError, FdffdError, PayloadError
 from fdffd.payload import add_profile, list_profiles, open_profile, verify_profile
@@ -857,6 +858,7 @@ def daemon_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlS
             }
         }
     )
+    StationKeys.init(cfg.station.state_dir)  # what `fdffctl keys init` does, once
     daemon = Daemon(cfg)
     srv = ControlServer(cfg.station.control_socket, daemon.handle, timeout=0.5)
     yield srv

@@ -317,9 +317,8 @@ def test_a_record_that_does_not_validate_holds_back_no_other(tmp_path: Path, tal
 
     from ..cli_util import write_config
 
-    cfg = load_config(write_config(tmp_path))
-    cfg.station.state_dir.mkdir(parents=True)
-    keys = StationKeys.load_or_create(cfg.station.state_dir)
+    cfg = load_config(write_config(tmp_path))  # the station's keys made, as keys init does
+    keys = StationKeys.load(cfg.station.state_dir)
     audit = AuditLog(cfg.audit_log, keys)
     sink = RecordSink(cfg, audit, JobJournal(cfg.station.state_dir))
     entry = {"device": "/dev/loop-none", "port": "", "started_at": "2026-12-02T00:00:00.000Z"}
