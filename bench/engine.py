@@ -198,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where backing files and scratch go (default /dev/shm: tmpfs)",
     )
     p.add_argument(
+        "--f3-10",
+        metavar="PATH",
+        default=None,
+        help="also compare the probe with f3 10.0's f3probe: the binary, or its source "
+        "(tarball or directory), built into a temporary directory (needs make, cc, "
+        "libudev-dev); the bench runs without it",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print the results as JSON instead of the table"
     )
     p.add_argument(
@@ -286,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             have_f3 = shutil.which("f3probe") is not None
             if not have_f3:
                 notes.append("f3probe not found (Debian package f3): the reference column is empty")
+            f3_10 = None
+            if args.f3_10:
+                f3_10, note = probes.prepare_f3_10(args.f3_10, workdir)
+                notes.append(note)
             results["probe"] = probes.measure(
-                fdffctl, workdir / "probe", repeat, args.quick, args.dir, have_f3
+                fdffctl, workdir / "probe", repeat, args.quick, args.dir, have_f3, f3_10
             )
         if "scaling" in args.only or "memory" in args.only:
             if "scaling" in args.only:

@@ -268,7 +268,7 @@ def _probe_cell(t: dict[str, Any] | None) -> str:
 
 
 def _probe_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for i, r in enumerate(rows):
         fd, f3 = r["fdffd"], r["f3probe"]
         ratio = ""
@@ -283,6 +283,13 @@ def _probe_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         out.append(
             ("probe" if i == 0 else "", r["case"], _probe_cell(fd), _probe_cell(f3), ratio, why)
         )
+        f3_10 = r.get("f3probe-10")
+        if f3_10:
+            ratio = ""
+            if fd["own_s"]["median"] and f3_10["own_s"]["median"]:
+                ratio = f"{fd['own_s']['median'] / f3_10['own_s']['median']:.2f}x"
+            why = "; ".join(f"f3probe 10.0: {w}" for w in f3_10["why_wrong"])
+            out.append(("", "  against f3 10.0", "", _probe_cell(f3_10), ratio, why))
     return out
 
 

@@ -46,6 +46,7 @@ from .surface import (
     FillPlan,
     PassResult,
     Ranges,
+    Timer,
     merge_ranges,
     verify_pass,
     write_pass,
@@ -86,6 +87,8 @@ class Sweep:
     aliases: list[tuple[int, int]] = field(default_factory=list)
     #: every pass ran to its end (not when the drive turned read-only or failed too much)
     done: bool = False
+    #: ``(write, read)`` timers the whole-surface passes feed (``speed.RegionTimer``)
+    timers: tuple[Timer, Timer] | None = None
 
     def lost(self) -> list[tuple[int, int]]:
         """The bad ranges that may be lost capacity: all but the dropped writes."""
@@ -120,13 +123,15 @@ def run_passes(
     image: FillPlan,
     *,
     first: int,
+    timers: tuple[Timer, Timer] | None = None,
 ) -> Sweep:
     """Passes ``first`` .. ``passes-1`` over ``[0, usable)`` (the last writes ``image``), the
-    keyed pass under a zero-filled image, then the verify pass (module docstring)."""
+    keyed pass under a zero-filled image, then the verify pass (module docstring).  The
+    passes over the whole surface feed ``timers`` (write, read) as chunks complete."""
     cfg = job.config
     sector = disk.geometry.logical_sector
     passes = cfg.job.passes
-    sweep = Sweep()
+    sweep = Sweep(timers=timers)
     keyed: FillPlan | None = None
     for i in range(first, passes - 1):
         name = f"wipe-{i + 1}"
@@ -182,6 +187,7 @@ def _write(
             progress=job.progress(name, total),
             digests=digests,
             ranges=ranges,
+            timer=sweep.timers[0] if sweep.timers and ranges is None else None,
         )
     except DeviceIOError as err:
         if _turned_read_only(disk, int(err.fields.get("offset") or 0)):
@@ -223,6 +229,7 @@ def _verify(
         progress=job.progress(name, total),
         digests=digests,
         ranges=ranges,
+        timer=sweep.timers[1] if sweep.timers and ranges is None else None,
     )
     job.stage(name, res.seconds, res.bytes_done)
     sweep.bad = merge_ranges(sweep.bad + res.bad_ranges)

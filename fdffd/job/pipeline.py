@@ -38,6 +38,7 @@ from ..audit.record import (
     JobRecord,
     PayloadInfo,
     Sanitization,
+    SpeedProfile,
     Stage,
     Wipe,
     size_class,
@@ -53,23 +54,29 @@ from ..errors import (
     FdffdError,
     JobCrashedError,
     JobLostError,
+    PayloadTooLargeError,
     RefusedError,
+    UsageError,
 )
 from ..imaging import footprint as fp
-from ..imaging.plan import ID_BYTES, build_plan, draw_base_time
+from ..imaging.plan import ID_BYTES, ImagePlan, build_plan, draw_base_time
 from ..log import get_logger
 from ..pattern import PATTERN_NAME, Pattern, new_job_key
 from ..payload import Profile
+from ..payload.choose import Choice
+from . import capacity
 from .choice import choice_record, first_fitting, open_payloads
 from .gate import evaluate
 from .image import ImageSurface
 from .passes import run_passes
 from .probe import ProbeResult, probe_capacity
+from .smallvol import volume_error
+from .speed import RegionTimer, speed_profile
 from .surface import FillPlan
 from .verdict import Findings, decide, exit_code_of
 
-#: a mismatching tail at least this long, ending at the end of the surface, is lost capacity
-TAIL_MIN = 1 << 20
+#: a dead region at least this long is lost capacity (capacity.py decides)
+TAIL_MIN = capacity.TAIL_MIN
 
 StatusCallback = Callable[[str, int, int], None]  # stage, bytes done, bytes total
 
@@ -347,29 +354,32 @@ def _process(job: _Job, disk: Disk, payload: tuple[Profile, ...]) -> None:
     sector = disk.geometry.logical_sector
     chunk = max(sector, cfg.job.chunk - cfg.job.chunk % sector)
     probe, usable = _probe(job, disk, key, sector)
-    reject = cfg.job.counterfeit == "reject"
-    image = _image_surface(
-        job, () if probe.counterfeit and reject else payload, usable, key, sector
-    )
+    image = _image_surface(job, () if _no_image(job) else payload, usable, key, sector)
+    timers = (RegionTimer(0, usable), RegionTimer(0, usable))
     try:
-        sweep = run_passes(job, disk, key, usable, chunk, image, first=0)
+        sweep = run_passes(job, disk, key, usable, chunk, image, first=0, timers=timers)
         written, dropped = sweep.written, list(sweep.dropped)
-        real = capacity_from_verify(sweep.lost(), sweep.aliases, usable) if sweep.done else None
+        lost = sweep.lost()
+        real = capacity.capacity_from_verify(lost, sweep.aliases, usable) if sweep.done else None
         if real is not None:
             # The verify pass found capacity the probe missed (an alias onto an unprobed
             # spot, a cache larger than the probe's flush).  Every byte of real flash has
             # been overwritten already; write and verify the last pass again inside it.
-            kind = "wraparound" if sweep.aliases else (probe.kind or "unknown")
+            kind = capacity.verify_kind(lost, sweep.aliases, usable, probe.kind)
             job.log.warning("verify.capacity_loss", real=size_class(real), kind=kind)
             usable = real - real % sector
             _set_capacity(job, usable, kind, probe.seconds)
+            _note_rescue(job, usable, probe.unstable, probe.boundaries)
             image.close()
-            image = _image_surface(job, () if reject else payload, usable, key, sector)
+            image = _image_surface(job, () if _no_image(job) else payload, usable, key, sector)
+            # the record's read-back counts are the final surface's: the passes run again
+            job.record.wipe.mismatched_bytes = 0
             sweep = run_passes(job, disk, key, usable, chunk, image, first=cfg.job.passes - 1)
             written += sweep.written
             dropped += sweep.dropped
     finally:
         image.close()
+    _note_speed(job, *timers)
     job.record.wipe.bytes_written = written
     job.record.wipe.bad_ranges = list(sweep.bad)
     job.findings.bad_ranges = list(sweep.bad)
@@ -388,7 +398,10 @@ def _total(ranges: list[tuple[int, int]]) -> int:
 def _probe(job: _Job, disk: Disk, key: bytes, sector: int) -> tuple[ProbeResult, int]:
     disk.stage = "probe"
     job.report("probe", 0, disk.size)
-    probe = probe_capacity(disk, key, flush_bytes=job.config.job.probe_cache_flush)
+    cfg = job.config
+    # with a verify pass (the final word on capacity) the probe's top check stays small
+    search = None if cfg.job.verify == "off" else cfg.job.probe_cache_flush
+    probe = probe_capacity(disk, key, flush_bytes=cfg.job.probe_cache_flush, search_bytes=search)
     job.stage("probe", probe.seconds, probe.bytes_written + probe.bytes_read)
     usable = probe.usable_bytes - probe.usable_bytes % sector
     _set_capacity(job, usable, probe.kind, probe.seconds)
@@ -396,7 +409,37 @@ def _probe(job: _Job, disk: Disk, key: bytes, sector: int) -> tuple[ProbeResult,
         job.log.warning("probe.counterfeit", usable=size_class(usable), kind=probe.kind)
     else:
         job.log.info("probe.done", usable=size_class(usable), seconds=round(probe.seconds, 2))
+    _note_rescue(job, usable, probe.unstable, probe.boundaries)
     return probe, usable
+
+
+def _note_rescue(job: _Job, usable: int, unstable: bool, boundaries: list[int]) -> None:
+    """Whether a counterfeit of ``usable`` bytes may be rescued (a finding for decide())."""
+    cfg = job.config
+    job.findings.no_rescue = capacity.rescue_refusal(
+        cfg.job.counterfeit, usable, cfg.drives.min_size, unstable=unstable, boundaries=boundaries
+    )
+
+
+def _no_image(job: _Job) -> bool:
+    """A counterfeit that will be rejected gets keyed fill, not the payload."""
+    f = job.findings
+    return f.counterfeit and (job.config.job.counterfeit == "reject" or f.no_rescue is not None)
+
+
+def _note_speed(job: _Job, write: RegionTimer, read: RegionTimer) -> None:
+    """The record's ``speed`` block from what the whole-surface passes timed."""
+    if not write.fed:
+        return
+    prof = speed_profile(write, read)
+    job.record.speed = SpeedProfile(
+        regions=prof.regions,
+        write_bytes_per_second=[v * 1e6 for v in prof.write_mbps] or None,
+        read_bytes_per_second=[v * 1e6 for v in prof.read_mbps] or None,
+        cliff=prof.cliff,
+    )
+    if prof.cliff:
+        job.log.warning("speed.cliff", at=prof.cliff_at, write_mbps=prof.write_mbps)
 
 
 def _finish(job: _Job, disk: Disk, image: FillPlan) -> None:
@@ -421,22 +464,16 @@ def _image_surface(
     rec.payload = None
     rec.wipe.free_space = "keyed"
     cfg = job.config
-    payload, plan, choice, too_large = first_fitting(
-        payloads,
-        lambda p: build_plan(
-            usable,
-            p.tree(),
-            filesystem=cfg.job.filesystem,
-            label=cfg.job.label,
-            ids=os.urandom(ID_BYTES),
-            base_time=draw_base_time(  # imaging never reads the clock
-                job.today, window_days=cfg.job.date_window, min_age_days=cfg.job.date_min_age
-            ),
-            sector_bytes=sector,
-            media=job.media,
-            free_fill=cfg.job.free_space,
-        ),
-    )
+    job.findings.volume_too_small = None
+    try:
+        payload, plan, choice, too_large = _plan_for(job, payloads, usable, sector)
+    except UsageError as err:
+        # a capacity the filesystem cannot hold: wiped and verified all the same, then exit 5
+        job.findings.volume_too_small = volume_error(
+            err, usable, cfg.job.filesystem, sector, job.record.device.path
+        )
+        job.log.warning("image.volume_too_small", error=job.findings.volume_too_small.message)
+        return fill
     if too_large is not None:
         # the drive is still wiped and verified; the job fails at the end with both sizes
         sizes = too_large.fields
@@ -472,6 +509,30 @@ def _image_surface(
     return ImageSurface(plan, Pattern(key, "image"), payload.manifest.files, granule=sector)
 
 
+def _plan_for(
+    job: _Job, payloads: tuple[Profile, ...], usable: int, sector: int
+) -> tuple[Profile | None, ImagePlan | None, Choice, PayloadTooLargeError | None]:
+    """The first of ``payloads`` that fits ``usable`` bytes, and its plan (``first_fitting``);
+    raises ``UsageError`` for a capacity the filesystem cannot hold."""
+    cfg = job.config
+    return first_fitting(
+        payloads,
+        lambda p: build_plan(
+            usable,
+            p.tree(),
+            filesystem=cfg.job.filesystem,
+            label=cfg.job.label,
+            ids=os.urandom(ID_BYTES),
+            base_time=draw_base_time(  # imaging never reads the clock
+                job.today, window_days=cfg.job.date_window, min_age_days=cfg.job.date_min_age
+            ),
+            sector_bytes=sector,
+            media=job.media,
+            free_fill=cfg.job.free_space,
+        ),
+    )
+
+
 def _payload_outcome(job: _Job, image: FillPlan) -> None:
     rec = job.record
     if not isinstance(image, ImageSurface) or rec.payload is None or not rec.wipe.verified_bytes:
@@ -488,23 +549,15 @@ def _payload_outcome(job: _Job, image: FillPlan) -> None:
 
 
 def lost_tail(bad: list[tuple[int, int]], end: int) -> int | None:
-    """Start of a mismatching tail that runs to ``end`` (capacity the drive does not have)."""
-    if not bad:
-        return None
-    start, n = bad[-1]
-    if start + n >= end and n >= min(TAIL_MIN, end // 100):
-        return start
-    return None
+    """Start of the first dead region (capacity the drive does not have); capacity.py."""
+    return capacity.lost_tail(bad, end)
 
 
 def capacity_from_verify(
     bad: list[tuple[int, int]], aliases: list[tuple[int, int]], usable: int
 ) -> int | None:
-    """The real capacity the verify pass proves, when it is below ``usable``."""
-    periods = [written_for - read_at for read_at, written_for in aliases if written_for > read_at]
-    if periods:
-        return min(periods)
-    return lost_tail(bad, usable)
+    """The real capacity the verify pass proves, when it is below ``usable``; capacity.py."""
+    return capacity.capacity_from_verify(bad, aliases, usable)
 
 
 def _set_capacity(job: _Job, usable: int, kind: str | None, seconds: float) -> None:

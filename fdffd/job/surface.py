@@ -42,6 +42,13 @@ INFLIGHT = 2
 BAD_LIMIT = 64 << 20
 
 
+class Timer(Protocol):
+    """Told when a pass starts and as each chunk completes, in order (``job/speed.py``)."""
+
+    def start(self) -> None: ...
+    def done(self, offset: int, length: int) -> None: ...
+
+
 class Plan(Protocol):
     """Renders the bytes that belong at ``[offset, offset+length)`` of the drive."""
 
@@ -338,6 +345,7 @@ def write_pass(
     digests: Digests | None = None,
     inflight: int | None = None,
     ranges: Ranges | None = None,
+    timer: Timer | None = None,
 ) -> PassResult:
     """Write ``plan`` over ``[start, end)`` (only the ``(offset, length)`` pieces in
     ``ranges``, when given) and flush the drive's cache (not when it gave up).
@@ -350,6 +358,8 @@ def write_pass(
     inflight = inflight or INFLIGHT
     chunks = _pass_chunks(start, end, chunk, ranges)
     t0 = time.monotonic()
+    if timer is not None:
+        timer.start()
 
     def render(buf: memoryview, off: int, n: int) -> object:
         plan.render(buf, off, n)
@@ -359,7 +369,10 @@ def write_pass(
 
     def finish(item: Pending) -> None:
         fut, buf, note, off, n = item
-        if fut.result() is None:
+        failed = fut.result()
+        if timer is not None:
+            timer.done(off, n)
+        if failed is None:
             budget.dead_chunks = 0
         else:
             result.bad_ranges.extend(_split_io(disk.pwrite, buf, off, n, sector, budget, stage))
@@ -407,6 +420,7 @@ def verify_pass(
     digests: Digests | None = None,
     inflight: int | None = None,
     ranges: Ranges | None = None,
+    timer: Timer | None = None,
 ) -> PassResult:
     """Read ``[start, end)`` (only the pieces in ``ranges``, when given) back and compare
     every byte with ``plan``.
@@ -424,6 +438,8 @@ def verify_pass(
     chunks = _pass_chunks(start, end, chunk, ranges)
     scratch: list[memoryview] = []
     t0 = time.monotonic()
+    if timer is not None:
+        timer.start()
 
     def check(got: memoryview, lost: list[tuple[int, int]], off: int, n: int) -> None:
         if expecter is not None:
@@ -467,6 +483,8 @@ def verify_pass(
             while pending:
                 fut, buf, off, n = pending.popleft()
                 failed = fut.result()
+                if timer is not None:
+                    timer.done(off, n)
                 submit_next()  # keep the drive busy while this chunk is checked
                 if failed is None:
                     budget.dead_chunks = 0

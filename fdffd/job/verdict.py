@@ -58,6 +58,12 @@ class Findings:
     dropped_writes: list[tuple[int, int]] = field(default_factory=list)
     #: ``(needed, available)`` bytes when the payload did not fit (the drive was wiped anyway)
     payload_too_large: tuple[int, int] | None = None
+    #: the proven capacity is too small for the filesystem (the drive was wiped anyway):
+    #: the failure that says so (``smallvol.volume_error``)
+    volume_too_small: FdffdError | None = None
+    #: why a counterfeit may not be rescued (a moving capacity, below ``drives.min_size``):
+    #: it is rejected whatever the policy (``capacity.rescue_refusal``)
+    no_rescue: str | None = None
     #: payload files read back as written but not as their manifest says (changed since)
     payload_changed: list[str] = field(default_factory=list)
     #: payload files the drive damaged
@@ -140,7 +146,8 @@ def decide(f: Findings, policy: CounterfeitPolicy) -> tuple[Verdict, FdffdError 
     In order: what ended the job early; a drive that turned read-only, failed too much or
     dropped writes;
     a payload file changed since its manifest, or damaged by the drive; bad flash; a
-    counterfeit under ``reject``; a payload too large for the drive; a rescued fake; ok."""
+    counterfeit under ``reject`` (or one that may not be rescued: ``no_rescue``); a payload
+    too large for the drive; a capacity too small for the filesystem; a rescued fake; ok."""
     if f.failure is not None:
         return _failure_verdict(f.failure), f.failure
     err = _drive_defect(f) or _payload_problem(f)
@@ -154,9 +161,10 @@ def decide(f: Findings, policy: CounterfeitPolicy) -> tuple[Verdict, FdffdError 
             device=f.device,
             stage="verify",
         )
-    if f.counterfeit and policy == "reject":
+    if f.counterfeit and (policy == "reject" or f.no_rescue):
+        why = f"; {f.no_rescue}" if f.no_rescue else ""
         return "counterfeit", CounterfeitError(
-            f"{f.kind}; its real capacity was wiped and verified",
+            f"{f.kind}; its real capacity was wiped and verified{why}",
             device=f.device,
             announced=_size_text(f.announced_bytes),
             usable=_size_text(f.usable_bytes),
@@ -165,6 +173,8 @@ def decide(f: Findings, policy: CounterfeitPolicy) -> tuple[Verdict, FdffdError 
     if f.payload_too_large is not None:
         needed, available = f.payload_too_large
         return "failed", PayloadTooLargeError(needed=needed, available=available, stage="image")
+    if f.volume_too_small is not None:
+        return _failure_verdict(f.volume_too_small), f.volume_too_small
     return ("rescued" if f.counterfeit else "ok"), None
 
 

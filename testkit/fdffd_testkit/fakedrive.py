@@ -3,10 +3,10 @@
 A server process (``python -m fdffd_testkit.fakedrive serve ...``, libfuse3 through mfusepy)
 mounts a directory holding two files:
 
-- ``disk``: the drive as announced (``fakemedia``: the spec and the behaviour). Its bytes live
-  in a sparse "real flash" file of the real size; what happens past the real size depends on
-  the spec's ``kind``. An optional write-back cache, bad ranges and a runtime fault mode sit on
-  top.
+- ``disk``: the drive as announced. Its bytes live in a sparse "real flash" file of the real size;
+  what happens past the real size depends on the spec (``fakemedia``: the kind, caches,
+  stale data, a moving capacity, a slow zone). Bad ranges and a runtime fault mode sit on top.
+  A cache flush request (``fsync``) reaches the drive's model.
 - ``ctl``: write ``ok``, ``fail`` or ``readonly`` to switch the fault mode; read it to see the mode.
   Write ``delay SECONDS`` to make every read and write that long (a slow or throttled drive;
   ``delay 0`` makes it fast again).  ``FakeSpec.delay`` sets it from the start.
@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fakemedia import CACHE_PAGE, KINDS, MODES, FakeMedia, FakeSpec
+from .fakemedia import CACHE_PAGE, KINDS, MODES, STALE, FakeMedia, FakeSpec
 from .loopdev import LoopDevice, attach, detach
 
 __all__ = [
     "CACHE_PAGE",
     "KINDS",
     "MODES",
+    "STALE",
     "FakeDrive",
     "FakeMedia",
     "FakeSpec",
@@ -61,9 +62,37 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import mfusepy  # only the server needs libfuse
 
-    fd = os.open(flash, os.O_RDWR)
-    media = FakeMedia(spec, fd)
-    started = time.time()
+    media = FakeMedia(spec, os.open(flash, os.O_RDWR))
+    if parent_fd is not None:
+        threading.Thread(target=_exit_when_parent_dies, args=(parent_fd,), daemon=True).start()
+    mfusepy.FUSE(
+        _filesystem(mfusepy, media),
+        mountpoint,
+        foreground=True,
+        fsname="fdffd-fake",
+        subtype="fdffd-fake",
+        direct_io=True,
+        max_read=MAX_IO,
+    )
+
+
+def _filesystem(mfusepy: Any, media: FakeMedia) -> Any:
+    """The FUSE operations: ``/disk`` is ``media``, ``/ctl`` its control file."""
+    spec = media.spec
+    now = int(time.time() * 1e9)
+    base = {"st_uid": 0, "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
+    files = {
+        "/": {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2},
+        "/disk": {
+            **base,
+            "st_mode": stat.S_IFREG | 0o600,
+            "st_nlink": 1,
+            "st_size": spec.announced,
+            "st_blksize": 4096,
+            "st_blocks": spec.announced // 512,
+        },
+        "/ctl": {**base, "st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": 16},
+    }
 
     class FakeDriveFS(mfusepy.Operations):  # type: ignore[misc]
         use_ns = True
@@ -79,22 +108,9 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
                 config.auto_cache = 0
 
         def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-            now = int(started * 1e9)
-            base = {"st_uid": 0, "st_gid": 0, "st_atime": now, "st_mtime": now, "st_ctime": now}
-            if path == "/":
-                return {**base, "st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
-            if path == "/disk":
-                return {
-                    **base,
-                    "st_mode": stat.S_IFREG | 0o600,
-                    "st_nlink": 1,
-                    "st_size": spec.announced,
-                    "st_blksize": 4096,
-                    "st_blocks": spec.announced // 512,
-                }
-            if path == "/ctl":
-                return {**base, "st_mode": stat.S_IFREG | 0o600, "st_nlink": 1, "st_size": 16}
-            raise mfusepy.FuseOSError(errno.ENOENT)
+            if path not in files:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            return dict(files[path])
 
         def readdir(self, path: str, fh: int) -> list[str]:
             return [".", "..", "disk", "ctl"]
@@ -124,7 +140,8 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
             raise mfusepy.FuseOSError(errno.EPERM)
 
         def fsync(self, path: str, datasync: int, fh: int) -> int:
-            return 0  # like a cheap controller: the cache is not flushed on request
+            media.flush()  # like a cheap controller: the caches are not flushed on request
+            return 0
 
         def flush(self, path: str, fh: int) -> int:
             return 0
@@ -135,17 +152,7 @@ def _serve(spec: FakeSpec, mountpoint: str, flash: str, parent_fd: int | None) -
         def statfs(self, path: str) -> dict[str, int]:
             return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": spec.announced // 4096}
 
-    if parent_fd is not None:
-        threading.Thread(target=_exit_when_parent_dies, args=(parent_fd,), daemon=True).start()
-    mfusepy.FUSE(
-        FakeDriveFS(),
-        mountpoint,
-        foreground=True,
-        fsname="fdffd-fake",
-        subtype="fdffd-fake",
-        direct_io=True,
-        max_read=MAX_IO,
-    )
+    return FakeDriveFS()
 
 
 _orphaned = threading.Event()
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = FakeSpec.from_json(args.spec)
     if not os.path.exists(args.flash):
         with open(args.flash, "wb") as f:
-            f.truncate(spec.real)
+            f.truncate(spec.flash_bytes)
     try:
         _serve(spec, args.mountpoint, args.flash, args.parent_fd)
     except RuntimeError as exc:  # libfuse reports a signal-ended loop as an error code
@@ -266,7 +273,7 @@ def _start(spec: FakeSpec, directory: str, timeout: float) -> FakeDrive:
     workdir = Path(tempfile.mkdtemp(prefix="fdffd-fake-", dir=directory))
     (workdir / "mnt").mkdir()
     with open(workdir / "flash", "wb") as f:
-        f.truncate(spec.real)
+        f.truncate(spec.flash_bytes)
     parent_r, parent_w = os.pipe()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_KIT_ROOT), env.get("PYTHONPATH")]))
