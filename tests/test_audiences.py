@@ -149,6 +149,7 @@ def test_a_fake_at_an_odd_size_gets_the_edition_that_fits(
         '[audiences.all]\nprofiles = ["big", "small"]\n'
         '[[ports]]\nlabel = "1"\npath = "loop:*"\naudience = "all"\n'
     )
+    StationKeys.init(tmp_path / "state")  # what `fdffctl keys init` does, once
     spec = FakeSpec(announced=256 * MiB, real=150 * MiB + 12 * 4096, kind="wraparound")
     run = fdffctl("process", fake(spec).path, "--config", str(cfg), "--json")
     assert run.code == 0, run.stderr
