@@ -356,7 +356,8 @@ def test_truncated_bundle_is_refused(
 def test_not_a_bundle_is_refused(tmp_path: Path, station_b: Path) -> None:
     junk = tmp_path / "junk.fdffd"
     junk.write_bytes(os.urandom(10_000))
-    assert "damaged or not a bundle" in refused(station_b, junk, ImportPolicy())
+    # random bytes may even parse as a tar header: refused either way, saying it is no bundle
+    assert "not a bundle" in refused(station_b, junk, ImportPolicy())
     other = write_bundle(tmp_path / "other.tar", [("notes.txt", b"hello")])
     assert "starts with notes.txt, not manifest.json" in refused(station_b, other, ImportPolicy())
 
