@@ -101,17 +101,21 @@ def _states(st: Station, devices: list[str]) -> dict[str, str | None]:
 @contextmanager
 def _one_running_two_queued(
     st: Station, stack: ExitStack
-) -> Iterator[tuple[FakeDrive, list[str], list[ExitStack]]]:
-    """A slow drive running (its job begun) and two plain drives waiting for the one worker;
-    each waiting drive's own ExitStack detaches it early (pulls it)."""
+) -> Iterator[tuple[FakeDrive, list[FakeDrive], list[ExitStack]]]:
+    """A slow drive running (its job begun) and two drives waiting for the one worker (FUSE
+    fakes at full speed, which a test can slow down); each waiting drive's own ExitStack
+    detaches it early (pulls it)."""
     # full speed until its job has begun (udev probes it at full speed), then slow
     slow = stack.enter_context(fake_drive(FakeSpec.honest(SLOW_SIZE), directory=str(st.shm)))
     _wait(lambda: _states(st, [slow.path])[slow.path] == "active", "the first job", st)
     slow.set_delay(SLOW)
     plugs = [stack.enter_context(ExitStack()) for _ in range(2)]
-    queued = [p.enter_context(loop_device(SIZE, directory=st.shm)).path for p in plugs]
-    want = {slow.path: "active", **dict.fromkeys(queued, "queued")}
-    _wait(lambda: _states(st, [slow.path, *queued]) == want, "one active and two queued", st)
+    queued = [
+        p.enter_context(fake_drive(FakeSpec.honest(SIZE), directory=str(st.shm))) for p in plugs
+    ]
+    paths = [d.path for d in queued]
+    want = {slow.path: "active", **dict.fromkeys(paths, "queued")}
+    _wait(lambda: _states(st, [slow.path, *paths]) == want, "one active and two queued", st)
     yield slow, queued, plugs
 
 
@@ -124,11 +128,21 @@ def _port_of(st: Station, device: str) -> dict[str, Any]:
     return dict(port)
 
 
-def _after_restart_queued_are_shown(st: Station, queued: list[str]) -> None:
-    """Right after a restart, the drives that waited show as waiting (or already running)."""
-    states = _states(st, queued)
-    assert all(s in ("queued", "active") for s in states.values()), states
-    assert "queued" in states.values() or "active" in states.values()
+def _after_restart_queued_are_shown(st: Station, queued: list[FakeDrive]) -> None:
+    """Right after a restart, the drives that waited show as waiting, or running (the one
+    worker took the first); slowed by the caller, so that neither is done yet."""
+    paths = [d.path for d in queued]
+    states = _states(st, paths)
+    assert sorted(map(str, states.values())) in (["active", "queued"], ["queued", "queued"]), (
+        states
+    )
+    shown = fdffctl("status", "--config", str(st.config)).stdout.splitlines()
+    for path in paths:  # fdffctl status has a row for each: queued, or running by now
+        row = [line for line in shown if line.startswith(os.path.basename(path) + " ")]
+        stages = ("queued", "admit", "probe", "wipe-1", "image", "verify", "finish")
+        assert row and any(f" {s} " in row[0] for s in stages), shown
+    for d in queued:
+        d.set_delay(0)
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -141,7 +155,8 @@ def test_queued_drives_survive_a_crash_or_stop(
     window = f"{signal.Signals(sig).name} with one drive running and two queued"
     st = station(workers=1, drives=DRIVES)
     st.start()
-    with ExitStack() as stack, _one_running_two_queued(st, stack) as (slow, queued, _):
+    with ExitStack() as stack, _one_running_two_queued(st, stack) as (slow, drives, _):
+        queued = [d.path for d in drives]
         code = st.stop(sig)
         assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), st.log_tail()
         if sig == signal.SIGTERM:
@@ -154,8 +169,10 @@ def test_queued_drives_survive_a_crash_or_stop(
             ), recs
             kept = list((st.state_dir / "journal" / "queued").glob("*.json"))
             assert len(kept) == 2, "the queued drives stay in the journal"
+        for d in drives:  # slow until the status after the restart has been read
+            d.set_delay(SLOW)
         st.start()
-        _after_restart_queued_are_shown(st, queued)
+        _after_restart_queued_are_shown(st, drives)
         st.wait_records(3)
         st.wait_idle()
         time.sleep(1.0)  # nothing more starts: the interrupted drive is not started over
@@ -177,7 +194,8 @@ def test_a_queued_drive_pulled_while_the_daemon_is_down_is_recorded_not_wiped(
     window = "kill -9 with two queued, one pulled before the restart"
     st = station(workers=1, drives=DRIVES)
     st.start()
-    with ExitStack() as stack, _one_running_two_queued(st, stack) as (slow, queued, plugs):
+    with ExitStack() as stack, _one_running_two_queued(st, stack) as (slow, drives, plugs):
+        queued = [d.path for d in drives]
         st.stop(signal.SIGKILL)
         plugs[0].close()  # pulled while the daemon is down
         st.start()
@@ -307,7 +325,8 @@ def test_kill_9_while_a_record_waits_for_the_log(
             "the record to wait",
             st,
         )
-        with _one_running_two_queued(st, stack) as (slow, queued, _):
+        with _one_running_two_queued(st, stack) as (slow, drives, _):
+            queued = [d.path for d in drives]
             st.stop(signal.SIGKILL)
             st.start()
             status = st.status_or_none()
