@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.markers import find_markers, write_markers
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fdffd.imaging.partition import parse_mbr
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.loopdev import LoopDevice, loop_device
 

@@ -21,7 +21,7 @@ from fdffd.audit.seal import Opener, Sealer, new_audit_keypair, parse_key_text
 from fdffd.config import load_config
 from fdffd.errors import DriveRemovedError
 from fdffd.job.pipeline import JobOutcome, StatusCallback, run_job
-from fdffd.payload.profiles import add_profile, open_profile
+from fdffd.payload import add_profile, open_profile
 
 from .cli_util import write_config
 from .job_backends import (

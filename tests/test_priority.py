@@ -14,7 +14,7 @@ import pytest
 from fdffd.errors import PayloadError
 from fdffd.imaging.plan import build_plan
 from fdffd.imaging.types import FileData, FileEntry, Tree
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.loopdev import LoopDevice
 
 from .cli_util import fdffctl, write_config

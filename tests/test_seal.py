@@ -14,7 +14,7 @@ from fdffd.audit.record import Capacity, DeviceInfo, FilesystemInfo, JobRecord, 
 from fdffd.audit.seal import Opener, Sealer, new_audit_keypair, parse_key_text, seal_identifying
 from fdffd.config import load_config
 from fdffd.job.pipeline import interrupted_record
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.loopdev import LoopDevice
 
 from .cli_util import fdffctl, write_config

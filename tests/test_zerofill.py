@@ -17,7 +17,7 @@ import pytest
 from fdffd import RELEASE_DATE
 from fdffd.config import load_config
 from fdffd.job.pipeline import process_path
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.fakedrive import FakeDrive, FakeSpec
 from fdffd_testkit.loopdev import LoopDevice
 from fdffd_testkit.markers import find_markers, write_markers

@@ -16,7 +16,7 @@ import pytest
 from fdffd.imaging.types import Bytes, Extent, FileEntry, Tree
 from fdffd.inspect.fingerprint import compare
 from fdffd.inspect.source import open_source
-from fdffd.payload.profiles import add_profile
+from fdffd.payload import add_profile
 from fdffd_testkit.loopdev import LoopDevice
 
 from .cli_util import fdffctl, write_config

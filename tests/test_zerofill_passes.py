@@ -25,7 +25,7 @@ from fdffd.job.image import ImageSurface
 from fdffd.job.passes import subtract_ranges
 from fdffd.job.pipeline import JobOutcome, run_job
 from fdffd.pattern import Pattern
-from fdffd.payload.profiles import add_profile, open_profile
+from fdffd.payload import add_profile, open_profile
 from fdffd_testkit.markers import MAGIC, marker_block
 from fdffd_testkit.memdisk import PAGE, MemDisk
 

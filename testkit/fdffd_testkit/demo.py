@@ -218,7 +218,7 @@ def _fail(message: str) -> None:
 def _run(root: Path, shm: Path, out: TextIO, event_timeout: float) -> int:
     from fdffd.audit import iter_records, load_public_key, verify
     from fdffd.audit.report import build_report, render_text
-    from fdffd.payload.profiles import add_profile
+    from fdffd.payload import add_profile
     from fdffd.station.control import request
     from fdffd.station.watch import run_watch
 
